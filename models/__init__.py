@@ -1,0 +1,10 @@
+"""LRAE-VC models. Public API: ``from models import build_model, load_model, MODELS``.
+
+Importing this package registers every model; ``MODELS`` maps registry names to classes.
+"""
+
+from models import lrae, pnc  # noqa: F401  (registration side effect)
+from models.base import FrameCodec
+from models.registry import MODELS, build_model, load_model, register_model
+
+__all__ = ["MODELS", "FrameCodec", "build_model", "load_model", "register_model"]

@@ -1,0 +1,273 @@
+"""Train a frame autoencoder whose latent channels survive packet loss (channel dropout).
+
+The seed's commands (embedded sample data, defaults sized for minutes on 2 CPU cores)::
+
+    python autoencoder_train.py --model=PNC
+    python autoencoder_train.py --model=PNC_with_classification      # synthetic labelled clips by default
+    python autoencoder_train.py --model=LRAE_VC
+
+A full run, several GPUs, a cluster::
+
+    python autoencoder_train.py --model LRAE_VC --data sample ../shared/data/photos --epochs 300 --crop 128
+    torchrun --standalone --nproc_per_node=4 autoencoder_train.py --model PNC16 --drop-mode tail --data /data/ucf
+    sbatch --gpus-per-node=4 slurm/train_1node.sbatch --model LRAE_VC --data /data/ucf101
+
+Each run writes a folder (see utils/training.py) with args.json, split.json, metrics.jsonl,
+last.pth / best.pth (resumable with ``--resume``), the final weights under the seed's name
+(``<model>_final_w_random_drops.pth``, ``_w_taildrops``, ``_no_dropouts``), sweep.json/png,
+loss_curve.png and reconstructions.png. Validation runs every epoch at 0/25/50/75 % of the
+channels lost; "best" is the highest mean PSNR over those levels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from data import DataError, FrameDataset, describe_split, load_videos, split_videos
+from models import MODELS, FrameCodec, build_model, load_model
+from utils import plots
+from utils.channel_loss import sample_masks
+from utils.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint, unwrap
+from utils.distributed import cleanup_distributed, init_distributed
+from utils.frame_eval import eval_levels, reconstructions, sweep
+from utils.training import (
+    EpochSampler,
+    MetricsLog,
+    add_common_args,
+    autocast,
+    capture_rng,
+    cosine_lr,
+    newest_checkpoint,
+    prepare_run_dir,
+    restore_rng,
+    seed_file_name,
+    step_generator,
+    write_json,
+)
+
+log = logging.getLogger("autoencoder_train")
+FRAME_MODELS = sorted(n for n, c in MODELS.items() if issubclass(c, FrameCodec))
+VAL_FRACTIONS = (0.0, 0.25, 0.5, 0.75)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, choices=FRAME_MODELS, help="registry name")
+    p.add_argument("--model-args", default="{}", help="JSON constructor arguments, e.g. '{\"width\": 96}'")
+    p.add_argument("--cls-weight", type=float, default=0.05,
+                   help="weight of the cross-entropy term for models with a classifier head")
+    add_common_args(p, epochs=8, batch_size=8, lr=1e-3)
+    return p.parse_args(argv)
+
+
+def make_quantizer(bits: int):
+    if not bits:
+        return None
+    from utils.quant import straight_through_quantizer  # only needed when fine-tuning through it
+    return straight_through_quantizer(bits)
+
+
+def build_data(args, needs_labels: bool):
+    specs = args.data or (["synthetic"] if needs_labels else ["sample"])
+    videos = load_videos(specs, size=args.size, seed=args.seed)
+    if needs_labels and not videos.classes:
+        raise DataError(f"--model {args.model} needs labelled data; {' '.join(specs)} has no labels")
+    split = split_videos(videos, seed=args.seed)
+    if not split["train"]:
+        raise DataError("the training split is empty: give more videos with --data")
+    crop = args.crop or args.size
+    train = FrameDataset(split["train"], crop=crop, train=True, seed=args.seed)
+    val = FrameDataset(split["val"] or split["test"], crop=args.size, train=False)
+    test = FrameDataset(split["test"] or split["val"], crop=args.size, train=False)
+    return videos, split, train, val, test
+
+
+def spaced(dataset, n: int):
+    """At most n evenly spaced items (keeps evaluation affordable on a CPU)."""
+    if len(dataset) <= n:
+        return dataset
+    return Subset(dataset, [round(i * (len(dataset) - 1) / (n - 1)) for i in range(n)])
+
+
+def main(argv=None):
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return train(args)
+    except (DataError, CheckpointError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    finally:
+        cleanup_distributed()
+
+
+def train(args):
+    env = init_distributed(args.device)
+    torch.manual_seed(args.seed)
+    if args.batch_size % env.world_size:
+        raise SystemExit(f"error: --batch-size {args.batch_size} is not divisible by {env.world_size} processes")
+    model_kwargs = json.loads(args.model_args)
+    needs_labels = hasattr(MODELS[args.model], "classify")
+    videos, split, train_ds, val_ds, test_ds = build_data(args, needs_labels)
+    if needs_labels:
+        model_kwargs.setdefault("num_classes", len(videos.classes))
+    model = build_model(args.model, **model_kwargs)
+    crop = args.crop or args.size
+    model.check_size(crop, crop)
+    model.check_size(args.size, args.size)
+    channels = model.latent_channels
+    max_drop = args.drops if args.drops is not None else (3 * channels) // 4
+    if not 0 <= max_drop <= channels:
+        raise SystemExit(f"error: --drops {max_drop} is outside 0..{channels} for {args.model}")
+    if args.model_path:
+        init = load_model(args.model_path, expect=args.model)
+        model.load_state_dict(init.state_dict(), strict=True)
+
+    run_dir = prepare_run_dir(args.out_dir, args.resume, f"{args.model}-{args.drop_mode}", env.is_main)
+    env.barrier()
+    model.to(env.device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    local_bs = args.batch_size // env.world_size
+    sampler = EpochSampler(train_ds, env.world_size, env.rank, args.seed)
+    loader = DataLoader(train_ds, batch_size=local_bs, sampler=sampler, drop_last=True,
+                        num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
+    steps_per_epoch = len(sampler) // local_bs
+    if steps_per_epoch == 0:
+        raise SystemExit(f"error: {len(train_ds)} training frames cannot fill a batch of {args.batch_size}")
+    total_steps = args.epochs * steps_per_epoch
+    if args.max_steps is not None:
+        total_steps = min(total_steps, args.max_steps)
+
+    start_epoch, start_step, best = 0, 0, float("-inf")
+    last = newest_checkpoint(run_dir) if args.resume else None
+    if last is not None:
+        ckpt = load_checkpoint(last, map_location=env.device)
+        if ckpt["model"] != args.model:
+            raise SystemExit(f"error: {last} holds a {ckpt['model']} model, not {args.model}")
+        unwrap(model).load_state_dict(ckpt["state_dict"], strict=True)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        restore_rng(ckpt.get("rng", {}))
+        start_epoch, start_step = ckpt["epoch"], ckpt["step"]
+        best = ckpt["metrics"].get("best", best)
+        log.info("resumed %s at epoch %d, step %d", last, start_epoch, start_step)
+    if env.is_main and last is None:
+        write_json(run_dir / "args.json", vars(args))
+        write_json(run_dir / "split.json", describe_split(split))
+    metrics = MetricsLog(run_dir, env.is_main)
+    quantizer = make_quantizer(args.quantize)
+    amp = autocast(env.device, args.amp)
+    net = DDP(model) if env.distributed else model
+    if args.compile:
+        net = torch.compile(net)
+    val_loader = DataLoader(spaced(val_ds, args.val_frames), batch_size=8)
+    val_levels = sorted({round(f * channels) for f in VAL_FRACTIONS})
+    eval_mode = args.drop_mode if args.drop_mode != "none" else "random"
+
+    def checkpoint(epoch, step, name="last.pth", **extra_metrics):
+        if env.is_main:
+            ckpt = make_checkpoint(model, optimizer=optimizer, epoch=epoch, step=step, args=vars(args),
+                                   rng=capture_rng(), metrics={"best": best, **extra_metrics})
+            save_checkpoint(run_dir / name, ckpt)
+        env.barrier()
+
+    global_step = start_epoch * steps_per_epoch + start_step
+    for epoch in range(start_epoch, args.epochs):
+        if global_step >= total_steps:
+            break
+        skip = start_step if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, skip * local_bs)
+        train_ds.set_epoch(epoch)
+        model.train()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not env.is_main,
+                   initial=skip, total=steps_per_epoch, leave=False)
+        step = skip
+        for batch in bar:
+            if global_step >= total_steps:
+                break
+            lr = cosine_lr(global_step, total_steps, args.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            drop_now = max_drop
+            if args.curriculum > 0:
+                drop_now = min(max_drop, round(max_drop * (global_step + 1) / (args.curriculum * total_steps)))
+            g = step_generator(args.seed, epoch, step)
+            torch.manual_seed(g.initial_seed())  # dropout etc.: same draws after a resume
+            mask = sample_masks(args.drop_mode, args.batch_size, channels, drop_now, g)[env.rank::env.world_size]
+            x = batch["x"].to(env.device, non_blocking=True)
+            if args.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with amp:
+                out = net(x, mask.to(env.device), quantizer)
+            loss = F.mse_loss(out["x_hat"].float(), x)
+            if "logits" in out:
+                loss = loss + args.cls_weight * F.cross_entropy(out["logits"].float(), batch["label"].to(env.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            global_step += 1
+            bar.set_postfix(loss=f"{loss.item():.4f}", drop=drop_now, lr=f"{lr:.1e}")
+            if global_step % 10 == 0 or global_step == total_steps:
+                metrics.write(epoch=epoch, step=global_step, train_loss=loss.item(), lr=lr, max_drop=drop_now)
+            if args.ckpt_every and global_step % args.ckpt_every == 0 and step < steps_per_epoch:
+                checkpoint(epoch, step)
+        epoch_done = step >= steps_per_epoch
+        if env.is_main:
+            with torch.no_grad():
+                val = eval_levels(unwrap(model), val_loader, eval_mode, val_levels, env.device, amp, args.seed)
+            score = sum(v["psnr"] for v in val.values()) / len(val)
+            metrics.write(epoch=epoch, step=global_step, val_mean_psnr=score,
+                          val={str(k): v for k, v in val.items()})
+            summary = " ".join(f"{k}lost:{v['psnr']:.2f}dB" for k, v in val.items())
+            tqdm.write(f"epoch {epoch + 1}: val {summary} mean {score:.2f} dB")
+            if score > best:
+                best = score
+                checkpoint_best = make_checkpoint(model, epoch=epoch, step=global_step, args=vars(args),
+                                                  metrics={"val_mean_psnr": score})
+                save_checkpoint(run_dir / seed_file_name(args.model, args.drop_mode, final=False), checkpoint_best)
+        checkpoint(epoch + 1 if epoch_done else epoch, 0 if epoch_done else step)
+
+    if env.is_main:
+        finish(args, model, run_dir, metrics, test_ds, channels, amp, env.device)
+    env.barrier()
+    return run_dir
+
+
+def finish(args, model, run_dir, metrics, test_ds, channels, amp, device):
+    """Final weights under the seed's name, the sweep on the test split, and the plots."""
+    final_name = seed_file_name(args.model, args.drop_mode)
+    final = make_checkpoint(model, epoch=args.epochs, step=0, args=vars(args), metrics={"final": True})
+    save_checkpoint(run_dir / final_name, final)
+    export_dir = args.export_dir if args.export_dir is not None else ("." if args.out_dir is None else None)
+    if export_dir:
+        shutil.copyfile(run_dir / final_name, f"{export_dir}/{final_name}")
+    loader = DataLoader(spaced(test_ds, args.val_frames), batch_size=8)
+    result = sweep(model, loader, channels, device, amp, seed=args.seed)
+    result["model"] = args.model
+    write_json(run_dir / "sweep.json", result)
+    plots.sweep_plot(result, run_dir / "sweep.png", f"{args.model} ({args.drop_mode} drops), test split")
+    plots.loss_curve(metrics.read(), run_dir / "loss_curve.png")
+    x = torch.stack([test_ds[i]["x"] for i in range(0, len(test_ds), max(1, len(test_ds) // 3))][:3]).to(device)
+    rows, titles = reconstructions(model, x, "tail" if args.drop_mode == "tail" else "random", seed=args.seed)
+    plots.image_grid(rows, titles, run_dir / "reconstructions.png")
+    full = {r["received"]: r["psnr"] for r in result["results"]["random"]}
+    print(f"run folder: {run_dir}\nfinal weights: {run_dir / final_name}"
+          + (f" (and {export_dir}/{final_name})" if export_dir else "")
+          + f"\ntest PSNR with all {channels} channels: {full[channels]:.2f} dB; "
+            f"half lost (random): {full[channels - channels // 2]:.2f} dB")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

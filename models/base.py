@@ -1,0 +1,51 @@
+"""The interface every LRAE-VC frame autoencoder offers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from utils.channel_loss import apply_mask
+
+
+class FrameCodec(nn.Module):
+    """A frame autoencoder whose latent channels travel as separate packets.
+
+    Subclasses set ``latent_channels`` and ``stride`` (input side / latent side) and implement
+    ``encode`` and ``decode``. Nothing bypasses the bottleneck: ``decode`` sees only the latent
+    (and the mask of which channels arrived), so the halves can run on different machines.
+    """
+
+    model_name = "?"
+    latent_channels: int
+    stride: int
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, quantizer=None) -> dict:
+        """x: (B,3,H,W) in [0,1]; mask: (B,C), 1 = received. Returns x_hat, z (as received), mask.
+
+        ``quantizer`` (optional callable z -> z) models the wire's quantisation during training
+        (a straight-through estimator); it runs before the mask, as on the sender.
+        """
+        z = self.encode(x)
+        if quantizer is not None:
+            z = quantizer(z)
+        if mask is None:
+            mask = torch.ones(z.shape[:2], device=z.device, dtype=z.dtype)
+        z = apply_mask(z, mask)
+        return {"x_hat": self.decode(z, mask), "z": z, "mask": mask}
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(C, h, w) of the latent of an input of the given size."""
+        self.check_size(height, width)
+        return self.latent_channels, height // self.stride, width // self.stride
+
+    def check_size(self, height: int, width: int) -> None:
+        if height % self.stride or width % self.stride:
+            raise ValueError(f"{self.model_name} needs input sides that are multiples of {self.stride}, "
+                             f"got {height}x{width}")
