@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from data import DataError, FrameDataset, describe_split, load_videos, split_videos
+from data import DataError, FrameDataset, describe_split, load_videos, require_labels, split_videos
 from models import MODELS, FrameCodec, build_model, load_model
 from utils import plots
 from utils.channel_loss import sample_masks
@@ -81,8 +81,8 @@ def make_quantizer(bits: int):
 def build_data(args, needs_labels: bool):
     specs = args.data or (["synthetic"] if needs_labels else ["sample"])
     videos = load_videos(specs, size=args.size, seed=args.seed)
-    if needs_labels and not videos.classes:
-        raise DataError(f"--model {args.model} needs labelled data; {' '.join(specs)} has no labels")
+    if needs_labels:
+        require_labels(videos)
     split = split_videos(videos, seed=args.seed)
     if not split["train"]:
         raise DataError("the training split is empty: give more videos with --data")
@@ -173,7 +173,7 @@ def train(args):
         net = torch.compile(net)
     val_loader = DataLoader(spaced(val_ds, args.val_frames), batch_size=8)
     val_levels = sorted({round(f * channels) for f in VAL_FRACTIONS})
-    eval_mode = args.drop_mode if args.drop_mode != "none" else "random"
+    eval_mode = args.drop_mode if args.drop_mode in ("tail", "burst") else "random"
 
     def checkpoint(epoch, step, name="last.pth", **extra_metrics):
         if env.is_main:
@@ -224,7 +224,8 @@ def train(args):
             if args.ckpt_every and global_step % args.ckpt_every == 0 and step < steps_per_epoch:
                 checkpoint(epoch, step)
         epoch_done = step >= steps_per_epoch
-        if env.is_main:
+        last_epoch = epoch + 1 >= args.epochs or global_step >= total_steps
+        if env.is_main and ((epoch + 1) % args.val_every == 0 or last_epoch):
             with torch.no_grad():
                 val = eval_levels(unwrap(model), val_loader, eval_mode, val_levels, env.device, amp, args.seed)
             score = sum(v["psnr"] for v in val.values()) / len(val)

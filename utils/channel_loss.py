@@ -14,6 +14,8 @@ Modes
 - ``random``: each channel lost independently with rate p ~ U(0, max_drop/C) per sample (GRACE-style).
 - ``burst``: Gilbert-Elliott two-state chain over channel order, stationary loss rate
   p ~ U(0, max_drop/C) per sample and mean burst length ``burst_len``.
+- ``mixed`` (training only): each sample draws one of tail, random, burst, so one model serves
+  both the tail order of send-until-deadline and random network loss.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from __future__ import annotations
 import torch
 
 MODES = ("none", "tail", "random", "burst")
+TRAIN_MODES = MODES + ("mixed",)
 DEFAULT_BURST_LEN = 3.0
 
 
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"unknown loss mode {mode!r}; choose from {', '.join(MODES)}")
+def check_mode(mode: str, modes: tuple[str, ...] = MODES) -> str:
+    if mode not in modes:
+        raise ValueError(f"unknown loss mode {mode!r}; choose from {', '.join(modes)}")
     return mode
 
 
@@ -73,10 +76,14 @@ def sample_masks(mode: str, batch: int, channels: int, max_drop: int,
     ``max_drop`` is the most channels a sample may lose (``--drops``); for ``random`` and
     ``burst`` it sets the largest per-sample loss rate, ``max_drop / channels``.
     """
-    check_mode(mode)
+    check_mode(mode, TRAIN_MODES)
     max_drop = int(min(max(max_drop, 0), channels))
     if mode == "none" or max_drop == 0:
         return torch.ones(batch, channels)
+    if mode == "mixed":
+        which = torch.randint(0, 3, (batch, 1), generator=generator)
+        masks = [sample_masks(m, batch, channels, max_drop, generator, burst_len) for m in ("tail", "random", "burst")]
+        return torch.where(which == 0, masks[0], torch.where(which == 1, masks[1], masks[2]))
     if mode == "tail":
         lost = torch.randint(0, max_drop + 1, (batch,), generator=generator)
         return tail_mask(batch, channels, lost)

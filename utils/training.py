@@ -25,11 +25,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DistributedSampler, Sampler
 
-from utils.channel_loss import MODES
+from utils.channel_loss import TRAIN_MODES
 
 log = logging.getLogger(__name__)
 RUNS_ROOT = Path("runs")
-SEED_SUFFIX = {"none": "no_dropouts", "tail": "w_taildrops", "random": "w_random_drops", "burst": "w_burst_drops"}
+SEED_SUFFIX = {"none": "no_dropouts", "tail": "w_taildrops", "random": "w_random_drops",
+               "burst": "w_burst_drops", "mixed": "w_mixed_drops"}
 
 
 def add_common_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float) -> None:
@@ -41,8 +42,9 @@ def add_common_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int,
     p.add_argument("--batch-size", "--batch_size", type=int, default=batch_size,
                    help="global batch size (split evenly across DDP processes)")
     p.add_argument("--lr", type=float, default=lr, help="peak learning rate (Adam, cosine decay)")
-    p.add_argument("--drop-mode", "--drop_mode", choices=MODES, default="random",
-                   help="channel loss during training: tail (PNC), random (GRACE), burst, none")
+    p.add_argument("--drop-mode", "--drop_mode", choices=TRAIN_MODES, default="random",
+                   help="channel loss during training: tail (PNC), random (GRACE), burst, mixed (one of the "
+                        "three per sample), none")
     p.add_argument("--drops", type=int, default=None,
                    help="max channels dropped per sample (default: 3/4 of the latent channels)")
     p.add_argument("--curriculum", type=float, default=0.0,
@@ -65,6 +67,7 @@ def add_common_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int,
     p.add_argument("--crop", type=int, default=None,
                    help="training crop side (default --size); validation and tests use --size center crops")
     p.add_argument("--val-frames", type=int, default=48, help="validation frames per level (evenly spaced)")
+    p.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and after the last)")
     p.add_argument("--ckpt-every", type=int, default=200, help="save last.pth every N steps (and each epoch)")
     p.add_argument("--quantize", type=int, default=0,
                    help="fine-tune through B-bit latent quantisation (straight-through estimator); 0 = off")

@@ -1,0 +1,137 @@
+"""autoencoder_train.py end to end: tiny runs through main([...]), DDP equality, kill-and-resume, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import autoencoder_train
+from models import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--data", "synthetic", "--size", "64", "--batch-size", "4", "--amp", "none", "--val-frames", "8"]
+
+
+def run(tmp_path, *extra, name="run"):
+    out = tmp_path / name
+    autoencoder_train.main(["--out-dir", str(out), *TINY, *extra])
+    return out
+
+
+@pytest.mark.parametrize("model", ["PNC", "PNC16", "PNC32", "LRAE_VC", "PNC_with_classification"])
+def test_two_step_run_of_each_model(tmp_path, model):
+    size = ["--size", "56"] if model.startswith("PNC") else []  # PNC needs multiples of 7
+    out = run(tmp_path, "--model", model, "--max-steps", "2", *size)
+    mode = "random"
+    final = out / f"{model}_final_w_{mode}_drops.pth"
+    assert final.is_file()
+    ckpt = torch.load(final, weights_only=True)
+    assert ckpt["model"] == model
+    load_model(final)
+    for name in ("args.json", "split.json", "metrics.jsonl", "last.pth", "sweep.json", "sweep.png",
+                 "loss_curve.png", "reconstructions.png"):
+        assert (out / name).is_file(), name
+    sweep = json.loads((out / "sweep.json").read_text())
+    channels = sweep["channels"]
+    assert [r["received"] for r in sweep["results"]["tail"]] == list(range(1, channels + 1))
+    split = json.loads((out / "split.json").read_text())
+    assert not set(split["train"]) & (set(split["val"]) | set(split["test"]))
+
+
+def test_seed_names_follow_drop_mode(tmp_path):
+    out = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1", "--drop-mode", "tail")
+    assert (out / "LRAE_VC_final_w_taildrops.pth").is_file()
+    out = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1", "--drop-mode", "none", name="b")
+    assert (out / "LRAE_VC_final_no_dropouts.pth").is_file()
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def assert_same_weights(a, b, atol=1e-5):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=atol, rtol=1e-4), k
+
+
+def script(*args):
+    return [sys.executable, str(ROOT / "autoencoder_train.py"), "--model", "LRAE_VC", *TINY,
+            "--drop-mode", "random", *args]
+
+
+def test_ddp_two_processes_equal_one_process(tmp_path):
+    single = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "4", "--drop-mode", "random", name="one")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "autoencoder_train.py"), "--model", "LRAE_VC", *TINY, "--drop-mode", "random",
+           "--max-steps", "4", "--out-dir", str(tmp_path / "two")]
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, timeout=600)
+    name = "LRAE_VC_final_w_random_drops.pth"
+    assert_same_weights(single / name, tmp_path / "two" / name)
+    # and the comparison can fail: a different seed gives different weights
+    other = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "4", "--seed", "1", name="other")
+    with pytest.raises(AssertionError):
+        assert_same_weights(single / name, other / name)
+
+
+def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
+    steps = ["--max-steps", "12", "--ckpt-every", "1", "--epochs", "50"]
+    full = tmp_path / "full"
+    subprocess.run(script(*steps, "--out-dir", str(full)), check=True, cwd=ROOT, capture_output=True, timeout=600)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(script(*steps, "--out-dir", str(killed)), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            last = killed / "last.pth"
+            if last.is_file() and torch.load(last, weights_only=True)["step"] >= 3:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    name = "LRAE_VC_final_w_random_drops.pth"
+    assert not (killed / name).exists(), "the run finished before it could be killed"
+    subprocess.run(script(*steps, "--out-dir", str(killed), "--resume"), check=True, cwd=ROOT,
+                   capture_output=True, timeout=600)
+    assert_same_weights(full / name, killed / name, atol=0)
+
+
+def error_of(*args, cwd=ROOT):
+    p = subprocess.run([sys.executable, str(ROOT / "autoencoder_train.py"), *args], cwd=cwd,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0
+    return p.stderr.strip().splitlines()[-1]
+
+
+def test_error_paths(tmp_path):
+    assert "invalid choice" in error_of("--model", "NOPE")
+    assert "error:" in error_of("--model", "LRAE_VC", "--data", str(tmp_path / "missing"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "error:" in error_of("--model", "LRAE_VC", "--data", str(empty))
+    assert "CUDA" in error_of("--model", "LRAE_VC", "--device", "cuda", *TINY) or torch.cuda.is_available()
+    # an existing run folder is never overwritten without --resume
+    out = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert "already holds a run" in error_of("--model", "LRAE_VC", *TINY, "--out-dir", str(out))
+    assert before == {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    # a checkpoint of another model
+    pnc = run(tmp_path, "--model", "PNC", "--max-steps", "1", "--size", "56", name="pnc")
+    msg = error_of("--model", "LRAE_VC", *TINY, "--model_path", str(pnc / "PNC_final_w_random_drops.pth"),
+                   "--out-dir", str(tmp_path / "x"))
+    assert "holds a PNC model" in msg
+    # a corrupt image in a data folder
+    bad = tmp_path / "photos"
+    bad.mkdir()
+    (bad / "broken.png").write_bytes(b"\x89PNG garbage")
+    assert "broken.png" in error_of("--model", "LRAE_VC", "--data", str(bad), "--out-dir", str(tmp_path / "y"))
