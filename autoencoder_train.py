@@ -84,8 +84,9 @@ def build_data(args, needs_labels: bool):
     if needs_labels:
         require_labels(videos)
     split = split_videos(videos, seed=args.seed)
-    if not split["train"]:
-        raise DataError("the training split is empty: give more videos with --data")
+    if not split["train"] or not (split["val"] or split["test"]):
+        n = len(videos.videos)
+        raise DataError(f"{n} video(s) cannot be split by video into train and held-out sets; give at least 3")
     crop = args.crop or args.size
     train = FrameDataset(split["train"], crop=crop, train=True, seed=args.seed)
     val = FrameDataset(split["val"] or split["test"], crop=args.size, train=False)
@@ -133,8 +134,6 @@ def train(args):
         init = load_model(args.model_path, expect=args.model)
         model.load_state_dict(init.state_dict(), strict=True)
 
-    run_dir = prepare_run_dir(args.out_dir, args.resume, f"{args.model}-{args.drop_mode}", env.is_main)
-    env.barrier()
     model.to(env.device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -149,6 +148,8 @@ def train(args):
     total_steps = args.epochs * steps_per_epoch
     if args.max_steps is not None:
         total_steps = min(total_steps, args.max_steps)
+    run_dir = prepare_run_dir(args.out_dir, args.resume, f"{args.model}-{args.drop_mode}", env.is_main)
+    env.barrier()
 
     start_epoch, start_step, best = 0, 0, float("-inf")
     last = newest_checkpoint(run_dir) if args.resume else None

@@ -8,8 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import autoencoder_train
 from models import load_model
@@ -119,6 +121,10 @@ def test_error_paths(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "error:" in error_of("--model", "LRAE_VC", "--data", str(empty))
+    one = tmp_path / "one"
+    one.mkdir()
+    Image.fromarray(np.zeros((80, 80, 3), dtype=np.uint8)).save(one / "a.png")
+    assert "at least 3" in error_of("--model", "LRAE_VC", "--data", str(one), "--out-dir", str(tmp_path / "z"))
     assert "CUDA" in error_of("--model", "LRAE_VC", "--device", "cuda", *TINY) or torch.cuda.is_available()
     # an existing run folder is never overwritten without --resume
     out = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1")
@@ -133,5 +139,8 @@ def test_error_paths(tmp_path):
     # a corrupt image in a data folder
     bad = tmp_path / "photos"
     bad.mkdir()
+    for i in range(8):
+        Image.fromarray(np.full((80, 80, 3), 30 * i, dtype=np.uint8)).save(bad / f"ok{i}.png")
     (bad / "broken.png").write_bytes(b"\x89PNG garbage")
-    assert "broken.png" in error_of("--model", "LRAE_VC", "--data", str(bad), "--out-dir", str(tmp_path / "y"))
+    assert "broken.png" in error_of("--model", "LRAE_VC", "--data", str(bad), "--out-dir", str(tmp_path / "y"),
+                                    "--size", "64", "--batch-size", "2", "--amp", "none")
