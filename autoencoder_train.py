@@ -40,6 +40,7 @@ from utils.channel_loss import sample_masks
 from utils.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint, unwrap
 from utils.distributed import cleanup_distributed, init_distributed
 from utils.frame_eval import eval_levels, reconstructions, sweep
+from utils.quant import DEFAULT_BITS, calibrate, straight_through_quantizer
 from utils.training import (
     EpochSampler,
     MetricsLog,
@@ -71,10 +72,14 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def make_quantizer(bits: int):
+def make_quantizer(bits: int, init_ckpt: dict | None):
+    """Fake quantisation for ``--quantize BITS``: the calibrated ranges of the initial weights when
+    they were calibrated for these bits (what the wire will use), else per-frame ranges."""
     if not bits:
         return None
-    from utils.quant import straight_through_quantizer  # only needed when fine-tuning through it
+    cal = ((init_ckpt or {}).get("extra") or {}).get("codec")
+    if cal and int(cal["bits"]) == bits:
+        return straight_through_quantizer(bits, cal["lo"], cal["hi"])
     return straight_through_quantizer(bits)
 
 
@@ -130,9 +135,10 @@ def train(args):
     max_drop = args.drops if args.drops is not None else (3 * channels) // 4
     if not 0 <= max_drop <= channels:
         raise SystemExit(f"error: --drops {max_drop} is outside 0..{channels} for {args.model}")
+    init_ckpt = None
     if args.model_path:
-        init = load_model(args.model_path, expect=args.model)
-        model.load_state_dict(init.state_dict(), strict=True)
+        init_ckpt = load_checkpoint(args.model_path)
+        model.load_state_dict(load_model(init_ckpt, expect=args.model).state_dict(), strict=True)
 
     model.to(env.device)
     if args.channels_last:
@@ -167,7 +173,7 @@ def train(args):
         write_json(run_dir / "args.json", vars(args))
         write_json(run_dir / "split.json", describe_split(split))
     metrics = MetricsLog(run_dir, env.is_main)
-    quantizer = make_quantizer(args.quantize)
+    quantizer = make_quantizer(args.quantize, init_ckpt)
     amp = autocast(env.device, args.amp)
     net = DDP(model) if env.distributed else model
     if args.compile:
@@ -242,15 +248,20 @@ def train(args):
         checkpoint(epoch + 1 if epoch_done else epoch, 0 if epoch_done else step)
 
     if env.is_main:
-        finish(args, model, run_dir, metrics, test_ds, channels, amp, env.device)
+        finish(args, model, run_dir, metrics, train_ds, test_ds, channels, amp, env.device)
     env.barrier()
     return run_dir
 
 
-def finish(args, model, run_dir, metrics, test_ds, channels, amp, device):
-    """Final weights under the seed's name, the sweep on the test split, and the plots."""
+def finish(args, model, run_dir, metrics, train_ds, test_ds, channels, amp, device):
+    """Final weights under the seed's name (with the wire codec's calibration), the sweep on the
+    test split, and the plots."""
     final_name = seed_file_name(args.model, args.drop_mode)
-    final = make_checkpoint(model, epoch=args.epochs, step=0, args=vars(args), metrics={"final": True})
+    train_ds.set_epoch(0)
+    codec = calibrate(model, DataLoader(spaced(train_ds, 256), batch_size=16), bits=args.quantize or DEFAULT_BITS,
+                      seed=args.seed)
+    final = make_checkpoint(model, epoch=args.epochs, step=0, args=vars(args), metrics={"final": True},
+                            extra={"codec": codec})
     save_checkpoint(run_dir / final_name, final)
     export_dir = args.export_dir if args.export_dir is not None else ("." if args.out_dir is None else None)
     if export_dir:
