@@ -1,0 +1,299 @@
+"""Receive LRAE-VC packets, close each frame at its deadline, fill what was lost, decode, score, save.
+
+Start the receiver first and wait for "Listening on HOST:PORT" (the seed's command works as is)::
+
+    python receiver_decode.py --model_path="PNC_final_w_random_drops.pth" --host=127.0.0.1 --port=8080
+    python receiver_decode.py --model-path LRAE_VC_final_w_random_drops.pth --port 8080 --out-dir runs/rx \\
+        --once --reference sample                       # PSNR/SSIM against the original frames
+    python receiver_decode.py --model-path CKPT --transport udp --deadline-ms 30 --temporal conv_lstm_ae.pth
+
+The model class comes from the checkpoint's own metadata (``load_model``); a conv_lstm_ae
+checkpoint (``--model-path`` or ``--temporal``) fills lost channels with its stateful ``step``,
+otherwise lost channels stay zero (the decoder is told which, through the mask). A frame of which
+nothing arrived is reported with ``"status": "lost"`` and concealed: by the temporal model if there
+is one, else by repeating the last decoded frame (the all-lost latent is decoded only if there is
+no earlier frame). Bad packets (malformed, corrupt, foreign, duplicated, late, wrong key, another
+model) are dropped, counted, and logged once per kind.
+
+Writes to ``--out-dir``: frame_NNNNN.png (and decoded.mp4 with ``--mp4``), metrics.jsonl (one line
+per frame: frame, status, bytes, packets, channels_received, latency_ms, stage times, psnr/ssim with
+``--reference``, pred with a classifier) and summary.json, also printed at exit. Later streams of
+the same run go to stream_NN/ subfolders. It serves stream after stream until Ctrl+C (``--once``:
+exit after one stream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from utils.checkpoint import CheckpointError
+from utils.packetize import decode_latent, load_codec_model
+from utils.reassembly import Reassembler
+from utils.stream_io import FrameWriter, ReferenceFrames, summarize
+from utils.transport import TRANSPORTS, open_receiver
+from utils.wire import PacketError, fingerprint, parse, read_key
+
+log = logging.getLogger("receiver")
+MAX_BURST = 256  # packets read back to back before deadlines are checked again
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model-path", "--model_path", required=True,
+                   help="checkpoint of the frame model (or of conv_lstm_ae)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free port)")
+    p.add_argument("--transport", choices=TRANSPORTS, default="tcp", help="tcp (length-prefixed) or udp")
+    p.add_argument("--deadline-ms", "--deadline_ms", type=float, default=30.0,
+                   help="a frame closes this long after its capture time; what is missing then is lost")
+    p.add_argument("--reorder-window", type=int, default=8, help="frames kept open at most")
+    p.add_argument("--idle-timeout", type=float, default=5.0,
+                   help="a silent UDP stream ends, and a TCP connection without valid packets is closed, "
+                        "after this many seconds")
+    p.add_argument("--max-size", type=int, default=512, help="largest frame side accepted (bounds memory)")
+    p.add_argument("--max-lag-ms", type=float, default=0.0,
+                   help="catch up when decoding is too slow: a frame already this old is not decoded but "
+                        "concealed by the last one (concealment 'skipped_late'); 0 = decode every frame")
+    p.add_argument("--temporal", default=None, help="conv_lstm_ae checkpoint that fills lost channels")
+    p.add_argument("--classifier", default=None, help="classifier checkpoint (forward(x) -> logits)")
+    p.add_argument("--out-dir", "--out_dir", default="receiver_output", help="where frames and metrics go")
+    p.add_argument("--png", action=argparse.BooleanOptionalAction, default=True, help="write PNG frames")
+    p.add_argument("--mp4", action=argparse.BooleanOptionalAction, default=False, help="write decoded.mp4")
+    p.add_argument("--mp4-fps", type=float, default=30.0, help="frame rate of the mp4")
+    p.add_argument("--reference", default=None, help="original frames (video, folder, 'sample') for PSNR/SSIM")
+    p.add_argument("--once", action="store_true", help="exit after one stream")
+    p.add_argument("--key-file", default=None, help="shared HMAC-SHA256 key; unauthenticated packets are dropped")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return p.parse_args(argv)
+
+
+def load_models(args):
+    model, codec, temporal = load_codec_model(args.model_path)
+    if args.temporal:
+        _, _, temporal = load_codec_model(args.temporal)
+        if temporal is None:
+            raise ValueError(f"--temporal {args.temporal} is not a temporal model (no step/ae)")
+        if fingerprint(temporal.ae) != fingerprint(model):
+            raise ValueError("the temporal model's frame AE differs from --model-path's model; "
+                             "stream with the temporal checkpoint as --model-path instead")
+    classifier = None
+    if args.classifier:
+        from models import load_model
+        classifier = load_model(args.classifier)
+    return model, codec, temporal, classifier
+
+
+class DropLog:
+    """Counts dropped packets by reason; logs the first of each kind (one clear line)."""
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+
+    def note(self, err: PacketError) -> None:
+        if not self.counts[err.reason]:
+            log.warning("dropped packet (%s): %s [further drops of this kind are counted]", err.reason, err)
+        self.counts[err.reason] += 1
+
+
+class FrameSink:
+    """Decodes handed-out frames in order and records them."""
+
+    def __init__(self, args, model, codec, temporal, classifier):
+        self.args, self.model, self.codec = args, model, codec
+        self.temporal, self.classifier = temporal, classifier
+        self.out = Path(args.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.metrics = open(self.out / "metrics.jsonl", "w", buffering=1)
+        self.writer = FrameWriter(args.mp4_fps)
+        self.records: list[dict] = []
+        self.streams = self.stream_frames = 0
+        self.stream_id = None
+
+    def begin_stream(self, stream_id: int) -> None:
+        self.writer.close_video()
+        self.stream_id, self.state, self.last = stream_id, None, None
+        self.dir = self.out if self.streams == 0 else self.out / f"stream_{self.streams:02d}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.reference = ReferenceFrames(self.args.reference)
+        self.streams += 1
+        self.stream_frames = 0
+
+    @torch.no_grad()
+    def reconstruct(self, frame, z, mask, received: int):
+        """(x_hat, latent used, fill seconds, concealment) for one frame; the only place that decodes."""
+        c = mask.shape[1]
+        late = (self.args.max_lag_ms > 0 and self.last is not None and frame.capture is not None
+                and (time.time() - frame.capture) * 1e3 > self.args.max_lag_ms)
+        if self.temporal is not None:
+            t1 = time.perf_counter()
+            z_used, self.state = self.temporal.step(z, mask, self.state)  # always: the state stays in step
+            fill_s = time.perf_counter() - t1
+            if late:
+                return self.last, z_used, fill_s, "skipped_late"
+            return self.model.decode(z_used), z_used, fill_s, "temporal" if received < c else None
+        if late:
+            return self.last, z, 0.0, "skipped_late"
+        if received == 0 and self.last is not None:
+            return self.last, z, 0.0, "repeat_last"
+        x_hat, _ = decode_latent(self.model, z, mask)
+        return x_hat, z, 0.0, None if received == c else ("zero_fill" if received else "all_lost_decode")
+
+    @torch.no_grad()
+    def handle(self, frame) -> None:
+        if frame.stream_id != self.stream_id:
+            self.begin_stream(frame.stream_id)
+        c = frame.geometry[0]
+        self.stream_frames += 1
+        t0 = time.perf_counter()
+        if frame.assembly is not None:
+            z, mask = frame.assembly.result()
+        else:
+            z, mask = torch.zeros(1, *frame.geometry), torch.zeros(1, c)
+        received = int(mask.sum())
+        status = "ok" if received == c else ("partial" if frame.assembly is not None else "lost")
+        x_hat, z_used, fill_s, concealment = self.reconstruct(frame, z, mask, received)
+        decode_s = time.perf_counter() - t0 - fill_s
+        done = time.time()
+        self.last = x_hat
+        rec = {"stream": f"{frame.stream_id:08x}", "frame": frame.index, "status": status,
+               "bytes": frame.bytes, "packets": len(frame.received), "packets_expected": frame.packet_count or None,
+               "received_packets": sorted(frame.received), "channels_received": received, "channels": c,
+               "concealment": concealment, "close_reason": frame.reason,
+               "latency_ms": None, "arrival_ms": None, "wait_ms": None,
+               "entropy_ms": round(frame.entropy_s * 1e3, 3), "fill_ms": round(fill_s * 1e3, 3),
+               "decode_ms": round(decode_s * 1e3, 3)}
+        capture = frame.capture
+        if capture is not None:
+            rec["latency_ms"] = round((done - capture) * 1e3, 3)
+            rec["arrival_ms"] = round((frame.last_arrival - capture) * 1e3, 3)
+            rec["wait_ms"] = round((frame.closed_at - capture) * 1e3, 3)
+            rec["capture_s"] = frame.capture_us / 1e6
+        logits = None
+        if self.classifier is not None:
+            logits = self.classifier(x_hat)["logits"]
+        elif hasattr(self.model, "classify"):
+            logits = self.model.classify(z_used, mask if self.temporal is None else torch.ones_like(mask))
+        if logits is not None:
+            prob = torch.softmax(logits.float(), dim=1)[0]
+            rec["pred"], rec["pred_prob"] = int(prob.argmax()), round(float(prob.max()), 4)
+            names = getattr(self.classifier if self.classifier is not None else self.model, "classes", None)
+            if names and rec["pred"] < len(names):
+                rec["pred_class"] = names[rec["pred"]]
+        self.writer.call(self._record, rec, x_hat, self.reference)
+        if self.args.png:
+            self.writer.png(self.dir / f"frame_{frame.index:05d}.png", x_hat)
+        if self.args.mp4:
+            self.writer.video_frame(self.dir / "decoded.mp4", x_hat)
+
+    def _record(self, rec: dict, x_hat: torch.Tensor, reference: ReferenceFrames) -> None:
+        """Writer thread: score against the reference, then log the metrics line."""
+        rec.update(reference.score(rec["frame"], x_hat))
+        self.metrics.write(json.dumps(rec) + "\n")
+        self.records.append(rec)
+
+    def close(self, drops: Counter) -> dict:
+        self.writer.close()
+        self.metrics.close()
+        summary = summarize(self.records)
+        summary.update(streams=self.streams, dropped_packets=dict(drops),
+                       concealment_of_lost_frames="temporal" if self.temporal is not None else "repeat_last")
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+@torch.no_grad()
+def warm_up(model, size: int = 224) -> None:
+    """One decode before the first frame, so its latency is not the allocator's and kernels' warm-up."""
+    try:
+        model.decode(torch.zeros(1, *model.latent_shape(size, size)))
+    except ValueError:  # a model that cannot take 224x224 frames: the first frame warms it up
+        pass
+
+
+def serve(args, model, codec, temporal, classifier) -> dict:
+    key = read_key(args.key_file)
+    warm_up(model)
+    reasm = Reassembler(codec, args.deadline_ms, args.reorder_window, max_side=args.max_size,
+                        idle_timeout=args.idle_timeout if args.transport == "udp" else None)
+    rx = open_receiver(args.transport, args.host, args.port)
+    sink = FrameSink(args, model, codec, temporal, classifier)
+    drops = DropLog()
+    host, port = rx.address[:2]
+    print(f"Listening on {host}:{port}", flush=True)
+    last_datagram = None  # --once: give up on a sender whose packets are all refused
+    last_valid = time.time()  # TCP: close a connection that sends nothing valid for --idle-timeout
+    try:
+        while True:
+            wait = reasm.next_timeout()
+            ev = rx.poll(0.5 if wait is None else min(wait, 0.5))
+            active = reasm.stream is not None
+            frames, burst = [], 0
+            while ev.kind == "packet":  # take everything already queued before checking deadlines
+                now = last_datagram = time.time()
+                try:
+                    frames += reasm.push(parse(ev.data, key), now)
+                    last_valid = now
+                except PacketError as e:
+                    drops.note(e)
+                burst += 1
+                if burst >= MAX_BURST or (active and reasm.stream is None):
+                    break
+                ev = rx.poll(0)
+            now = time.time()
+            if ev.kind == "opened":
+                log.info("sender connected from %s", ev.info)
+                last_valid = now
+            if (args.transport == "tcp" and reasm.stream is None and not active
+                    and now - last_valid > args.idle_timeout):
+                ev = rx.disconnect(f"no valid packets for {args.idle_timeout:.0f} s") or ev
+                last_valid = now
+            if ev.kind == "closed":
+                log.info("connection ended: %s", ev.info)
+                frames += reasm.end_stream(now)
+            frames += reasm.tick(time.time())
+            for frame in frames:
+                sink.handle(frame)
+            if active and reasm.stream is None:
+                sink.writer.flush()
+                log.info("stream ended after %d frames", sink.stream_frames)
+                if args.once:
+                    break
+            elif args.once and reasm.stream is None and (
+                    ev.kind == "closed" or (last_datagram and now - last_datagram > args.idle_timeout)):
+                log.warning("the sender went away without a valid stream (%s)",
+                            ", ".join(f"{k}: {v}" for k, v in drops.counts.items()) or "no packets")
+                break
+    except KeyboardInterrupt:
+        log.info("interrupted: closing")
+    finally:
+        for frame in reasm.end_stream():
+            sink.handle(frame)
+        rx.close()
+        summary = sink.close(drops.counts)
+    return summary
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        models = load_models(args)
+        summary = serve(args, *models)
+    except (CheckpointError, ValueError, OSError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,179 @@
+"""Encode frames, quantise and entropy code the latent, and stream it as packets (channel 0 first).
+
+Start the receiver first (receiver_decode.py); the seed's command works as is::
+
+    python sender_encode.py --input_dir="UCF_224x224x3_PNC_FrameCorr_input_imgs/" \\
+        --model_path="PNC_final_w_random_drops.pth" --host=127.0.0.1 --port=8080
+    python sender_encode.py --input clip.mp4 --model-path LRAE_VC_final_w_random_drops.pth --port 8080 \\
+        --loss random:0.3 --seed 1                     # emulate 30 % packet loss (reproducible)
+    python sender_encode.py --model-path CKPT --transport udp --fps 30 --deadline-ms 30 --key-file key.txt
+
+Input: ``--input`` (video file, frame folder or "sample", the embedded clip; the default) or the
+seed's ``--input_dir``; frames are resized and center-cropped to ``--size``. The model class comes
+from the checkpoint's own metadata. Frames are paced at ``--fps`` (0 = as fast as possible); each
+frame's packets are sent in channel order until ``--deadline-ms`` after its capture, the rest are
+dropped (PNC-style). ``--loss`` drops packet slots at the sender (none, random:P, burst:P,L, tail:K;
+utils/channel_loss.py), seeded by ``--seed``. The stream ends with an end-of-stream packet. Over TCP
+the sender retries connecting for ``--connect-timeout`` s if the receiver is not up yet.
+Prints a summary (frames, bytes/frame, packets, stage times) at the end; ``--stats`` writes one
+JSON line per frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+
+import torch
+
+from data import DataError, read_frames
+from utils.checkpoint import CheckpointError
+from utils.packetize import LossEmulator, load_codec_model, packetize_latent
+from utils.stream_io import percentile
+from utils.transport import TRANSPORTS, open_sender
+from utils.wire import MAX_PAYLOAD, end_packet, read_key
+
+log = logging.getLogger("sender")
+UDP_END_REPEATS = 3
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--input", "--input-dir", "--input_dir", dest="input", default="sample",
+                   help="video file, folder of frames, or 'sample' (the embedded clip)")
+    p.add_argument("--model-path", "--model_path", required=True, help="checkpoint of the frame model")
+    p.add_argument("--host", default="127.0.0.1", help="receiver address")
+    p.add_argument("--port", type=int, default=8080, help="receiver port")
+    p.add_argument("--transport", choices=TRANSPORTS, default="tcp", help="tcp (length-prefixed) or udp")
+    p.add_argument("--size", type=int, default=224, help="frame side after resize and center crop")
+    p.add_argument("--fps", type=float, default=30.0, help="pacing (0 = as fast as possible)")
+    p.add_argument("--deadline-ms", "--deadline_ms", type=float, default=30.0,
+                   help="stop sending a frame's packets this long after its capture (0 = never)")
+    p.add_argument("--loss", default="none", help="emulated packet loss: none, random:P, burst:P,L, tail:K")
+    p.add_argument("--seed", type=int, default=0, help="seed of the emulated loss")
+    p.add_argument("--bits", type=int, default=None,
+                   help="quantisation bits (default: the checkpoint's calibration, else 4)")
+    p.add_argument("--channels-per-packet", type=int, default=1, help="latent channels grouped per packet")
+    p.add_argument("--max-payload", type=int, default=MAX_PAYLOAD, help="payload bytes per packet at most")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--loop", action="store_true", help="restart the input when it ends (use with --max-frames)")
+    p.add_argument("--key-file", default=None, help="shared HMAC-SHA256 key file")
+    p.add_argument("--connect-timeout", type=float, default=30.0, help="TCP: keep retrying this long (s)")
+    p.add_argument("--stream-id", type=int, default=None, help="32-bit stream id (default: random)")
+    p.add_argument("--stats", default=None, help="write per-frame sender timings here (JSON lines)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return p.parse_args(argv)
+
+
+def looped(spec: str, size: int):
+    while True:
+        empty = True
+        for frame in read_frames(spec, size=size):
+            empty = False
+            yield frame
+        if empty:
+            return
+
+
+def stream(args) -> dict:
+    model, codec, _ = load_codec_model(args.model_path, bits=args.bits, max_payload=args.max_payload,
+                                       channels_per_packet=args.channels_per_packet)
+    model.check_size(args.size, args.size)
+    key = read_key(args.key_file)
+    emulator = LossEmulator(args.loss, args.seed)
+    frames = looped(args.input, args.size) if args.loop else read_frames(args.input, size=args.size)
+    stream_id = args.stream_id if args.stream_id is not None else random.SystemRandom().getrandbits(32)
+    geometry = tuple(model.latent_shape(args.size, args.size))
+    interval = 1.0 / args.fps if args.fps > 0 else 0.0
+    deadline = args.deadline_ms / 1000.0
+    with torch.no_grad():  # warm-up (allocator, kernels, entropy tables) before the clock starts
+        packetize_latent(model.encode(torch.zeros(1, 3, args.size, args.size))[0], 0, codec)
+    stats_file = open(args.stats, "w", buffering=1) if args.stats else None
+    sender = open_sender(args.transport, args.host, args.port, args.connect_timeout)
+    log.info("streaming %s to %s:%d over %s as stream %08x (%s, latent %dx%dx%d, %d bits, %s ranges)",
+             args.input, args.host, args.port, args.transport, stream_id, model.model_name, *geometry,
+             codec.bits, "calibrated" if codec.mode == 0 else "per-frame")
+    rows, count, t0 = [], 0, None
+    try:
+        for i, frame in enumerate(frames):
+            if args.max_frames is not None and i >= args.max_frames:
+                break
+            if t0 is None:
+                t0 = time.monotonic()
+            lag = time.monotonic() - (t0 + i * interval)
+            if lag < 0:
+                time.sleep(-lag)
+            capture = time.time()
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                z = model.encode(frame[None].float() / 255.0)[0]
+            t2 = time.perf_counter()
+            packets = packetize_latent(z, i, codec, stream_id=stream_id, capture_us=int(capture * 1e6), key=key)
+            t3 = time.perf_counter()
+            keep = emulator.pattern(len(packets))
+            sent, sent_bytes, late = [], 0, 0
+            for j, (packet, ok) in enumerate(zip(packets, keep)):
+                if not ok:
+                    continue
+                if deadline > 0 and time.time() > capture + deadline:
+                    late = sum(keep[j:])
+                    break
+                sender.send(packet)
+                sent.append(j)
+                sent_bytes += len(packet)
+            t4 = time.perf_counter()
+            row = {"frame": i, "packets": len(packets), "sent": sent, "bytes_sent": sent_bytes,
+                   "bytes_encoded": sum(map(len, packets)), "deadline_dropped": late,
+                   "lag_ms": round(max(lag, 0.0) * 1e3, 3), "encode_ms": round((t2 - t1) * 1e3, 3),
+                   "entropy_ms": round((t3 - t2) * 1e3, 3), "send_ms": round((t4 - t3) * 1e3, 3)}
+            rows.append(row)
+            if stats_file:
+                stats_file.write(json.dumps(row) + "\n")
+            count = i + 1
+        end = end_packet(stream_id, count, int(time.time() * 1e6), codec.fingerprint, geometry, codec.bits,
+                         codec.mode, key)
+        for _ in range(UDP_END_REPEATS if args.transport == "udp" else 1):
+            sender.send(end)
+    finally:
+        sender.close()
+        if stats_file:
+            stats_file.close()
+    return summarize(rows, stream_id)
+
+
+def summarize(rows: list[dict], stream_id: int) -> dict:
+    n = len(rows)
+    out = {"stream": f"{stream_id:08x}", "frames": n,
+           "packets_per_frame": sum(r["packets"] for r in rows) / n if n else None,
+           "bytes_per_frame_encoded": sum(r["bytes_encoded"] for r in rows) / n if n else None,
+           "bytes_per_frame_sent": sum(r["bytes_sent"] for r in rows) / n if n else None,
+           "packets_lost_emulated": sum(r["packets"] - len(r["sent"]) - r["deadline_dropped"] for r in rows),
+           "packets_deadline_dropped": sum(r["deadline_dropped"] for r in rows),
+           "lag_ms_max": max((r["lag_ms"] for r in rows), default=None)}
+    for k in ("encode_ms", "entropy_ms", "send_ms"):
+        vals = [r[k] for r in rows]
+        out[k + "_p50"], out[k + "_p95"] = percentile(vals, 50), percentile(vals, 95)
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        summary = stream(args)
+    except (DataError, CheckpointError, ValueError, ConnectionError, OSError) as e:
+        raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted") from None
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,335 @@
+"""Latent <-> packets, offline: the one path the sender, the receiver, tests and evaluation share.
+
+    codec = codec_from_checkpoint(model, ckpt)                 # or make_codec(model, calibration)
+    packets = encode_frame(model, x, frame_index, codec)      # list[bytes], channel 0 first
+    kept = [p for p, ok in zip(packets, LossEmulator("random:0.3", seed=1).pattern(len(packets))) if ok]
+    z, mask = decode_packets(kept, codec, geometry=codec_geometry)  # (1,C,h,w), (1,C); 1 = received
+    x_hat, state = decode_latent(model, z, mask)              # temporal=..., state=... to fill
+
+Packetisation: each channel is quantised (utils/quant.py), turned into row-DPCM residuals and
+range coded on its own (utils/entropy.py). Channels go into packets in order, ``channels_per_packet`` at most per packet
+(default 1, so one lost packet = one lost channel, as the models are trained), never more than
+``max_payload`` bytes of payload; a channel too large for one packet is split into row stripes.
+Every packet decodes on its own. A channel counts as received (mask 1) only if all its rows arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from utils import entropy
+from utils.channel_loss import loss_pattern, parse_loss_spec
+from utils.quant import DEFAULT_BITS, check_bits, dequantize, frame_ranges, quantize
+from utils.wire import (
+    ENTRY,
+    MAX_PACKETS_PER_FRAME,
+    MAX_PAYLOAD,
+    MODE_CALIBRATED,
+    MODE_FRAME,
+    Entry,
+    Header,
+    Packet,
+    PacketError,
+    fingerprint,
+    pack,
+    parse,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WireCodec:
+    """What sender and receiver must agree on. ``accept`` maps quant mode -> fingerprint accepted."""
+
+    channels: int
+    bits: int
+    mode: int
+    accept: dict[int, bytes]
+    lo: torch.Tensor | None = None  # (C,) calibrated ranges (mode 0)
+    hi: torch.Tensor | None = None
+    tables: list[np.ndarray] | None = None  # per-channel integer tables (mode 0)
+    max_payload: int = MAX_PAYLOAD
+    channels_per_packet: int = 1
+    stride: int = 1
+
+    @property
+    def fingerprint(self) -> bytes:
+        return self.accept[self.mode]
+
+
+def make_codec(model, calibration: dict | None = None, bits: int | None = None,
+               max_payload: int = MAX_PAYLOAD, channels_per_packet: int = 1) -> WireCodec:
+    """The codec of a frame model: calibrated if ``calibration`` fits (and ``bits`` agrees), else per frame."""
+    channels = int(model.latent_channels)
+    if bits is not None:
+        check_bits(bits)
+    if not 1 <= channels_per_packet <= 255:
+        raise ValueError(f"channels per packet must be 1..255, got {channels_per_packet}")
+    if not 64 <= max_payload <= MAX_PAYLOAD:
+        raise ValueError(f"max payload must be 64..{MAX_PAYLOAD} B, got {max_payload}")
+    accept = {MODE_FRAME: fingerprint(model)}
+    common = dict(max_payload=max_payload, channels_per_packet=channels_per_packet,
+                  stride=int(getattr(model, "stride", 1)))
+    cal = _valid_calibration(calibration, channels)
+    if cal is not None:
+        accept[MODE_CALIBRATED] = fingerprint(model, calibration)
+        cal_bits = int(cal["bits"])
+        if bits is None or bits == cal_bits:
+            tables = [entropy.table_from_counts(row.numpy()) for row in cal["counts"]]
+            return WireCodec(channels, cal_bits, MODE_CALIBRATED, accept, cal["lo"].float(),
+                             cal["hi"].float(), tables, **common)
+        log.warning("checkpoint calibrated for %d bits, %d asked: using per-frame ranges", cal_bits, bits)
+    return WireCodec(channels, bits or DEFAULT_BITS, MODE_FRAME, accept, **common)
+
+
+def _valid_calibration(cal: dict | None, channels: int) -> dict | None:
+    if not cal:
+        return None
+    try:
+        bits = check_bits(int(cal["bits"]))
+        ok = (tuple(cal["lo"].shape) == (channels,) and tuple(cal["hi"].shape) == (channels,)
+              and tuple(cal["counts"].shape) == (channels, 1 << bits) and bool((cal["counts"] >= 1).all()))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        log.warning("ignoring a malformed codec calibration in the checkpoint; using per-frame ranges")
+        return None
+    return cal
+
+
+def codec_from_checkpoint(model, ckpt: dict | None, bits: int | None = None, **kwargs) -> WireCodec:
+    """:func:`make_codec` with the calibration a training script stored in ``ckpt["extra"]["codec"]``."""
+    extra = (ckpt or {}).get("extra") or {}
+    return make_codec(model, extra.get("codec") if isinstance(extra, dict) else None, bits, **kwargs)
+
+
+# ---------------------------------------------------------------- sender side
+def _coded_units(z: torch.Tensor, codec: WireCodec) -> list[list[tuple[int, int, Entry]]]:
+    """Per channel, a list of (row_start, row_count, Entry) pieces that each fit one packet."""
+    c, h, w = z.shape
+    if codec.mode == MODE_CALIBRATED:
+        lo, hi = codec.lo, codec.hi
+    else:
+        lo, hi = (r[0] for r in frame_ranges(z[None]))
+    q = quantize(z.float(), codec.bits, lo, hi).numpy()
+    levels = 1 << codec.bits
+    entry_size = ENTRY[codec.mode].size
+    units = []
+    for ch in range(c):
+        params = {}
+        if codec.mode == MODE_CALIBRATED:
+            table = codec.tables[ch]
+        else:
+            hist = np.bincount(entropy.to_residuals(q[ch], levels).reshape(-1), minlength=levels)
+            centre, width = entropy.best_parametric(hist)
+            table = entropy.parametric_table(levels, centre, width)
+            params = dict(lo=float(lo[ch]), hi=float(hi[ch]), centre=centre, table_width=width)
+        stripes = 1
+        while True:
+            rows = -(-h // stripes)
+            pieces = [(r0, min(rows, h - r0)) for r0 in range(0, h, rows)]
+            coded = [entropy.encode_symbols(entropy.to_residuals(q[ch, r0:r0 + n], levels), table)
+                     for r0, n in pieces]
+            if all(entry_size + len(d) <= codec.max_payload for d in coded):
+                break
+            if rows == 1:
+                raise ValueError(f"one latent row of {w} values does not fit {codec.max_payload} B")
+            stripes += 1
+        units.append([(r0, n, Entry(ch, d, **params)) for (r0, n), d in zip(pieces, coded)])
+    return units
+
+
+def packetize_latent(z: torch.Tensor, frame_index: int, codec: WireCodec, *, stream_id: int = 0,
+                     capture_us: int = 0, key: bytes | None = None) -> list[bytes]:
+    """One frame's latent z (C,h,w) -> packets (bytes), channel 0 first."""
+    if z.dim() == 4:
+        z = z[0]
+    c, h, w = z.shape
+    if c != codec.channels:
+        raise ValueError(f"latent has {c} channels, the codec {codec.channels}")
+    entry_size = ENTRY[codec.mode].size
+    groups: list[tuple[int, int, list[Entry]]] = []  # (row_start, row_count, entries)
+    for ch, pieces in enumerate(_coded_units(z.detach().cpu(), codec)):
+        if len(pieces) > 1:
+            groups.extend((r0, n, [e]) for r0, n, e in pieces)
+            continue
+        entry = pieces[0][2]
+        last = groups[-1] if groups else None
+        if (last is not None and last[1] == h and len(last[2]) < codec.channels_per_packet
+                and ch // codec.channels_per_packet == last[2][0].channel // codec.channels_per_packet
+                and sum(entry_size + len(e.data) for e in last[2]) + entry_size + len(entry.data)
+                <= codec.max_payload):
+            last[2].append(entry)
+        else:
+            groups.append((0, h, [entry]))
+    if len(groups) > MAX_PACKETS_PER_FRAME:
+        raise ValueError(f"a frame needs {len(groups)} packets, more than {MAX_PACKETS_PER_FRAME}")
+    out = []
+    for i, (r0, n, entries) in enumerate(groups):
+        hd = Header(stream_id, frame_index, capture_us, i, len(groups), codec.fingerprint, c, h, w,
+                    codec.bits, codec.mode, entries[0].channel, len(entries), r0, n)
+        out.append(pack(hd, entries, key))
+    return out
+
+
+@torch.no_grad()
+def encode_frame(model, x: torch.Tensor, frame_index: int, codec: WireCodec, **kwargs) -> list[bytes]:
+    """Frame x (3,H,W) or (1,3,H,W), float in [0,1] or uint8 -> packets. kwargs: see packetize_latent."""
+    if x.dim() == 3:
+        x = x[None]
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    return packetize_latent(model.encode(x)[0], frame_index, codec, **kwargs)
+
+
+class LossEmulator:
+    """Sender-side loss over each frame's packet slots (utils/channel_loss.loss_pattern), seeded.
+
+    One generator for the whole stream: frame f's pattern is the f-th draw, so the same spec and
+    seed give the same losses for every method evaluated.
+    """
+
+    def __init__(self, spec: str = "none", seed: int = 0):
+        self.mode, self.kwargs = parse_loss_spec(spec)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def pattern(self, slots: int) -> list[bool]:
+        return [bool(v) for v in loss_pattern(self.mode, slots, self.generator, **self.kwargs)]
+
+
+# ---------------------------------------------------------------- receiver side
+def check_compatible(hd: Header, codec: WireCodec) -> None:
+    """Refuse a packet made by another model, calibration or latent layout (PacketError "model")."""
+    want = codec.accept.get(hd.quant_mode)
+    if want is None:
+        raise PacketError("model", "packet uses calibrated quantisation, but this model's checkpoint "
+                                   "has no calibration (codec) tables")
+    if hd.fingerprint != want:
+        raise PacketError("model", f"packet from model {hd.fingerprint.hex()}, this receiver runs "
+                                   f"{want.hex()} (another model, weights or calibration)")
+    if hd.channels != codec.channels:
+        raise PacketError("model", f"packet has {hd.channels} latent channels, the model {codec.channels}")
+
+
+class FrameAssembly:
+    """Collects one frame's packets into a latent: entropy decoding happens as packets arrive."""
+
+    def __init__(self, codec: WireCodec, geometry: tuple[int, int, int]):
+        c, h, w = geometry
+        self.codec, self.geometry = codec, (c, h, w)
+        self.z = torch.zeros(1, c, h, w)
+        self.rows = np.zeros((c, h), dtype=bool)
+        self.seen: set[int] = set()
+        self.bytes = 0
+
+    def add(self, packet: Packet) -> None:
+        """Add a parsed, compatible packet. Raises PacketError ("duplicate", "geometry", "entropy")."""
+        hd = packet.header
+        if hd.geometry != self.geometry:
+            raise PacketError("geometry", f"latent geometry {hd.geometry} differs from the stream's {self.geometry}")
+        if hd.packet_index in self.seen:
+            raise PacketError("duplicate", f"duplicate packet {hd.packet_index} of frame {hd.frame_index}")
+        w, levels = hd.width, 1 << hd.bits
+        decoded = []
+        for e in packet.entries:
+            if hd.quant_mode == MODE_CALIBRATED:
+                table, lo, hi = self.codec.tables[e.channel], self.codec.lo[e.channel], self.codec.hi[e.channel]
+                if hd.bits != self.codec.bits:
+                    raise PacketError("model", f"calibrated packet with {hd.bits} bits, calibration has "
+                                               f"{self.codec.bits}")
+            else:
+                table = entropy.parametric_table(levels, e.centre, e.table_width)
+                lo, hi = torch.tensor(e.lo, dtype=torch.float32), torch.tensor(e.hi, dtype=torch.float32)
+            try:
+                res = entropy.decode_symbols(e.data, hd.row_count * w, table)
+            except entropy.EntropyError as err:
+                raise PacketError("entropy", str(err)) from None
+            q = entropy.from_residuals(res.reshape(hd.row_count, w), levels)
+            q = torch.from_numpy(q).reshape(1, 1, hd.row_count, w)
+            decoded.append((e.channel, dequantize(q, hd.bits, lo.reshape(1), hi.reshape(1))[0, 0]))
+        for ch, rows in decoded:  # commit only once the whole packet decoded
+            self.z[0, ch, hd.row_start:hd.row_start + hd.row_count] = rows
+            self.rows[ch, hd.row_start:hd.row_start + hd.row_count] = True
+        self.seen.add(hd.packet_index)
+        self.bytes += packet.size
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z (1,C,h,w) with lost channels zero, mask (1,C) float, 1 = every row of the channel arrived)."""
+        mask = torch.from_numpy(self.rows.all(axis=1)).float()[None]
+        return self.z * mask[:, :, None, None], mask
+
+
+def decode_packets(packets, codec: WireCodec, geometry: tuple[int, int, int] | None = None,
+                   key: bytes | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Received packets (bytes or parsed) of ONE frame -> (z (1,C,h,w), mask (1,C)).
+
+    Strict (offline) use: a bad, foreign or duplicate packet raises PacketError. ``geometry``
+    (C,h,w) is needed only when no packet arrived (then everything is lost).
+    """
+    asm = None
+    frame = None
+    for raw in packets:
+        p = raw if isinstance(raw, Packet) else parse(raw, key)
+        check_compatible(p.header, codec)
+        if frame is not None and p.header.frame_index != frame:
+            raise PacketError("frame", f"packets of frames {frame} and {p.header.frame_index} mixed")
+        frame = p.header.frame_index
+        if asm is None:
+            asm = FrameAssembly(codec, geometry or p.header.geometry)
+        asm.add(p)
+    if asm is None:
+        if geometry is None:
+            raise ValueError("no packets and no geometry: cannot size the all-lost latent")
+        asm = FrameAssembly(codec, geometry)
+    return asm.result()
+
+
+@torch.no_grad()
+def decode_latent(model, z: torch.Tensor, mask: torch.Tensor, temporal=None, state=None):
+    """Received latent -> (x_hat (1,3,H,W) in [0,1], state). With a temporal model (``step`` API),
+    lost channels are filled from the past first and the filled latent is decoded as complete."""
+    if temporal is not None:
+        z, state = temporal.step(z, mask, state)
+        return model.decode(z), state
+    return model.decode(z, mask), state
+
+
+def transmit(model, frames, codec: WireCodec, loss: str = "none", seed: int = 0, temporal=None,
+             key: bytes | None = None):
+    """Offline stream: for each frame (3,H,W) encode -> packets -> loss -> decode. Yields per frame a
+    dict with x_hat (1,3,H,W), mask (1,C), bytes (delivered, on the wire), packets, delivered."""
+    emulator = LossEmulator(loss, seed)
+    state = None
+    for i, x in enumerate(frames):
+        packets = encode_frame(model, x, i, codec, key=key)
+        keep = emulator.pattern(len(packets))
+        got = [p for p, ok in zip(packets, keep) if ok]
+        geometry = tuple(model.latent_shape(x.shape[-2], x.shape[-1]))
+        z, mask = decode_packets(got, codec, geometry, key)
+        x_hat, state = decode_latent(model, z, mask, temporal, state)
+        yield {"frame": i, "x_hat": x_hat, "mask": mask, "bytes": sum(map(len, got)),
+               "packets": len(packets), "delivered": len(got)}
+
+
+def load_codec_model(path: str, bits: int | None = None, **codec_kwargs):
+    """(frame model, codec, temporal model or None) from any checkpoint, by its own metadata.
+
+    A temporal checkpoint (a model with ``step`` and ``ae``, e.g. conv_lstm_ae) streams its frame
+    AE ``.ae`` and is returned as the temporal model too.
+    """
+    from models import load_model  # the scripts' entry point; keeps this module importable alone
+    from utils.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    model = load_model(ckpt)
+    temporal = None
+    if hasattr(model, "step") and hasattr(model, "ae"):
+        temporal, model = model, model.ae
+    if not hasattr(model, "encode") or not hasattr(model, "latent_channels"):
+        raise ValueError(f"{path} holds a {ckpt['model']} model, which is not a frame codec")
+    return model, codec_from_checkpoint(model, ckpt, bits, **codec_kwargs), temporal

@@ -1,0 +1,275 @@
+"""The LRAE-VC packet format (version 1): one self-contained packet per channel group of a frame.
+
+Every integer is big-endian (``struct`` "!" formats). A packet is::
+
+    fixed header (52 B) | payload (payload_len <= 1200 B) | HMAC tag (16 B, only if flag bit 0)
+
+Fixed header:
+
+| offset | size | field          | format | meaning                                                        |
+|-------:|-----:|----------------|:------:|----------------------------------------------------------------|
+|      0 |    4 | magic          | 4s     | ``b"LRVC"``                                                    |
+|      4 |    1 | version        | B      | 1; any other value is refused ("unknown version")              |
+|      5 |    1 | flags          | B      | bit 0: HMAC tag appended; bit 1: end of stream; others 0       |
+|      6 |    4 | stream_id      | I      | random per sender run; packets of another stream are foreign   |
+|     10 |    4 | frame_index    | I      | 0, 1, 2, ... (end-of-stream packet: number of frames sent)     |
+|     14 |    8 | capture_us     | Q      | capture time, microseconds since the Unix epoch (sender clock) |
+|     22 |    2 | packet_index   | H      | 0 .. packet_count-1, channel 0 first                           |
+|     24 |    2 | packet_count   | H      | packets of this frame (1..1024; 0 in an end-of-stream packet)  |
+|     26 |    4 | fingerprint    | 4s     | model fingerprint (weights, config, calibration; see below)    |
+|     30 |    2 | channels       | H      | latent geometry C                                              |
+|     32 |    2 | height         | H      | latent geometry h                                              |
+|     34 |    2 | width          | H      | latent geometry w                                              |
+|     36 |    1 | bits           | B      | quantisation bits (2..8)                                       |
+|     37 |    1 | quant_mode     | B      | 0: calibrated ranges/tables; 1: per-frame ranges in the packet |
+|     38 |    2 | channel_start  | H      | first channel carried                                          |
+|     40 |    2 | channel_count  | H      | channels carried (contiguous); 1 if rows are split             |
+|     42 |    2 | row_start      | H      | first latent row carried (0 unless a channel is split)         |
+|     44 |    2 | row_count      | H      | rows carried (h unless a channel is split)                     |
+|     46 |    2 | payload_len    | H      | bytes of payload that follow (<= 1200)                         |
+|     48 |    4 | crc32          | I      | zlib.crc32 of bytes 0..47 followed by the payload              |
+
+Payload = a channel table, then the coded channels back to back. One table entry per channel:
+``length`` (H, coded bytes of that channel) in mode 0; in mode 1 also ``lo`` (f), ``hi`` (f) - the
+channel's quantiser range as float32 - and ``centre`` (B), ``table_width`` (B) - the parametric
+entropy table used (utils/entropy.py). The lengths must add up to the payload exactly. A coded
+channel is the range-coded row-DPCM residuals of its ``row_count x width`` quantised symbols
+(utils/entropy.py: integer tables, big-endian 32-bit words, trailing zero bytes trimmed).
+
+TCP carries each packet after a 4-byte big-endian length (utils/transport.py); UDP one per datagram.
+An end-of-stream packet (flag bit 1) has no payload; its ``frame_index`` is the number of frames sent.
+
+HMAC (``--key-file``): HMAC-SHA256 over header and payload, truncated to 16 bytes (RFC 2104 sec. 5).
+A receiver with a key drops packets without a valid tag; one without a key drops tagged packets.
+
+The fingerprint is the first 4 bytes of SHA-256 over the model name, its constructor arguments,
+its weights and (mode 0) the calibration tensors: a receiver running another model, other weights
+or another calibration refuses the packets with a clear message instead of decoding garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+MAGIC = b"LRVC"
+VERSION = 1
+HEADER = struct.Struct("!4sBBIIQHH4sHHHBBHHHHHI")
+HEADER_SIZE = HEADER.size  # 52
+CRC_OFFSET = HEADER_SIZE - 4
+MAX_PAYLOAD = 1200
+TAG_SIZE = 16
+MAX_PACKET = HEADER_SIZE + MAX_PAYLOAD + TAG_SIZE  # 1268: fits a 1500-byte MTU with IP/UDP headers
+MAX_PACKETS_PER_FRAME = 1024
+MAX_LATENT_VALUES = 1 << 22  # C*h*w bound: a receiver never allocates more than 16 MB per frame
+FLAG_HMAC, FLAG_END = 1, 2
+MODE_CALIBRATED, MODE_FRAME = 0, 1
+ENTRY = {MODE_CALIBRATED: struct.Struct("!H"), MODE_FRAME: struct.Struct("!HffBB")}
+MIN_BITS, MAX_BITS = 2, 8
+
+
+class PacketError(ValueError):
+    """A packet that is dropped; ``reason`` is a short key for counters (e.g. "crc", "auth")."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Header:
+    stream_id: int
+    frame_index: int
+    capture_us: int
+    packet_index: int
+    packet_count: int
+    fingerprint: bytes
+    channels: int
+    height: int
+    width: int
+    bits: int
+    quant_mode: int
+    channel_start: int = 0
+    channel_count: int = 0
+    row_start: int = 0
+    row_count: int = 0
+    end: bool = False
+
+    @property
+    def geometry(self) -> tuple[int, int, int]:
+        return self.channels, self.height, self.width
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One channel of a packet: its coded bytes and (mode 1) its quantiser range and table."""
+
+    channel: int
+    data: bytes
+    lo: float = 0.0
+    hi: float = 0.0
+    centre: int = 0
+    table_width: int = 0
+
+
+@dataclass(frozen=True)
+class Packet:
+    header: Header
+    entries: tuple[Entry, ...]
+    size: int  # bytes on the wire (header + payload + tag)
+
+
+def pack(header: Header, entries: list[Entry], key: bytes | None = None) -> bytes:
+    """Serialise one packet. Raises ValueError if it does not fit the format's limits."""
+    entry_fmt = ENTRY[header.quant_mode]
+    table = b"".join(
+        entry_fmt.pack(len(e.data)) if header.quant_mode == MODE_CALIBRATED
+        else entry_fmt.pack(len(e.data), e.lo, e.hi, e.centre, e.table_width) for e in entries)
+    payload = table + b"".join(e.data for e in entries)
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} B exceeds {MAX_PAYLOAD} B")
+    flags = (FLAG_HMAC if key else 0) | (FLAG_END if header.end else 0)
+    fields = (MAGIC, VERSION, flags, header.stream_id, header.frame_index, header.capture_us,
+              header.packet_index, header.packet_count, header.fingerprint, header.channels,
+              header.height, header.width, header.bits, header.quant_mode, header.channel_start,
+              len(entries), header.row_start, header.row_count, len(payload))
+    head = HEADER.pack(*fields, 0)[:CRC_OFFSET]
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    out = head + struct.pack("!I", crc) + payload
+    if key:
+        out += hmac.new(key, out, hashlib.sha256).digest()[:TAG_SIZE]
+    return out
+
+
+def end_packet(stream_id: int, frames: int, capture_us: int, fingerprint: bytes,
+               geometry: tuple[int, int, int], bits: int, quant_mode: int, key: bytes | None = None) -> bytes:
+    """The end-of-stream packet: ``frames`` frames (0..frames-1) were sent."""
+    c, h, w = geometry
+    return pack(Header(stream_id, frames, capture_us, 0, 0, fingerprint, c, h, w, bits, quant_mode,
+                       end=True), [], key)
+
+
+def parse(data: bytes, key: bytes | None = None) -> Packet:
+    """Check and decode one packet; raises :class:`PacketError` (never anything else) if it is bad.
+
+    Every length is checked against the fixed limits before anything is sliced or allocated.
+    """
+    n = len(data)
+    if n > MAX_PACKET:
+        raise PacketError("oversized", f"packet of {n} B exceeds the {MAX_PACKET} B limit")
+    if n < HEADER_SIZE:
+        raise PacketError("truncated", f"packet of {n} B is shorter than the {HEADER_SIZE} B header")
+    (magic, version, flags, stream_id, frame, capture, p_index, p_count, fp, c, h, w, bits, mode,
+     c_start, c_count, r_start, r_count, p_len, crc) = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise PacketError("magic", f"not an LRAE-VC packet (magic {magic!r})")
+    if version != VERSION:
+        raise PacketError("version", f"unknown packet version {version} (this receiver reads {VERSION})")
+    if flags & ~(FLAG_HMAC | FLAG_END):
+        raise PacketError("fields", f"unknown flag bits 0x{flags:02x}")
+    tagged = bool(flags & FLAG_HMAC)
+    expected = HEADER_SIZE + p_len + (TAG_SIZE if tagged else 0)
+    if p_len > MAX_PAYLOAD or n != expected:
+        raise PacketError("length", f"packet is {n} B but its header announces {expected} B "
+                                    f"(payload {p_len} B, limit {MAX_PAYLOAD} B)")
+    body = memoryview(data)[HEADER_SIZE:HEADER_SIZE + p_len]
+    if zlib.crc32(body, zlib.crc32(memoryview(data)[:CRC_OFFSET])) != crc:
+        raise PacketError("crc", "CRC32 mismatch (corrupted packet)")
+    if tagged and not key:
+        raise PacketError("auth", "packet carries an HMAC tag but this receiver has no --key-file")
+    if key and not tagged:
+        raise PacketError("auth", "unauthenticated packet (this receiver requires an HMAC tag, --key-file)")
+    if key:
+        tag = hmac.new(key, memoryview(data)[:HEADER_SIZE + p_len], hashlib.sha256).digest()[:TAG_SIZE]
+        if not hmac.compare_digest(tag, bytes(data[HEADER_SIZE + p_len:])):
+            raise PacketError("auth", "HMAC mismatch (wrong key or forged packet)")
+    end = bool(flags & FLAG_END)
+    header = Header(stream_id, frame, capture, p_index, p_count, fp, c, h, w, bits, mode,
+                    c_start, c_count, r_start, r_count, end)
+    _check_fields(header, p_len)
+    if end:
+        return Packet(header, (), n)
+    return Packet(header, _entries(header, body), n)
+
+
+def _check_fields(hd: Header, p_len: int) -> None:
+    def bad(msg):
+        raise PacketError("fields", msg)
+
+    if not (1 <= hd.channels and 1 <= hd.height and 1 <= hd.width):
+        bad(f"empty latent geometry {hd.geometry}")
+    if hd.channels * hd.height * hd.width > MAX_LATENT_VALUES:
+        bad(f"latent geometry {hd.geometry} exceeds {MAX_LATENT_VALUES} values")
+    if not MIN_BITS <= hd.bits <= MAX_BITS:
+        bad(f"quantisation bits {hd.bits} outside {MIN_BITS}..{MAX_BITS}")
+    if hd.quant_mode not in ENTRY:
+        bad(f"unknown quantisation mode {hd.quant_mode}")
+    if hd.end:
+        if hd.packet_count or hd.channel_count or p_len:
+            bad("end-of-stream packet with data")
+        return
+    if not 1 <= hd.packet_count <= MAX_PACKETS_PER_FRAME or hd.packet_index >= hd.packet_count:
+        bad(f"packet {hd.packet_index} of {hd.packet_count} (at most {MAX_PACKETS_PER_FRAME} per frame)")
+    if hd.channel_count < 1 or hd.channel_start + hd.channel_count > hd.channels:
+        bad(f"channels {hd.channel_start}+{hd.channel_count} outside 0..{hd.channels}")
+    if hd.row_count < 1 or hd.row_start + hd.row_count > hd.height:
+        bad(f"rows {hd.row_start}+{hd.row_count} outside 0..{hd.height}")
+    if hd.row_count < hd.height and hd.channel_count != 1:
+        bad("a packet with partial rows must carry exactly one channel")
+
+
+def _entries(hd: Header, body: memoryview) -> tuple[Entry, ...]:
+    fmt = ENTRY[hd.quant_mode]
+    table_len = fmt.size * hd.channel_count
+    if table_len > len(body):
+        raise PacketError("fields", f"channel table ({table_len} B) longer than the payload ({len(body)} B)")
+    rows = [fmt.unpack_from(body, i * fmt.size) for i in range(hd.channel_count)]
+    if sum(r[0] for r in rows) != len(body) - table_len:
+        raise PacketError("fields", "channel lengths do not add up to the payload length")
+    entries, pos = [], table_len
+    levels = 1 << hd.bits
+    for i, row in enumerate(rows):
+        data = bytes(body[pos:pos + row[0]])
+        pos += row[0]
+        if hd.quant_mode == MODE_CALIBRATED:
+            entries.append(Entry(hd.channel_start + i, data))
+            continue
+        _, lo, hi, centre, width = row
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi) or centre >= levels or width > 16:
+            raise PacketError("fields", f"bad quantiser parameters for channel {hd.channel_start + i}")
+        entries.append(Entry(hd.channel_start + i, data, lo, hi, centre, width))
+    return tuple(entries)
+
+
+def fingerprint(model, calibration: dict | None = None) -> bytes:
+    """4-byte SHA-256 digest of model name, constructor arguments, weights and calibration tensors."""
+    h = hashlib.sha256()
+    h.update(str(getattr(model, "model_name", type(model).__name__)).encode())
+    h.update(json.dumps(getattr(model, "config", {}), sort_keys=True, default=str).encode())
+    tensors = [("w." + k, v) for k, v in model.state_dict().items()]
+    tensors += [("c." + k, torch.as_tensor(v)) for k, v in (calibration or {}).items()]
+    for name, t in sorted(tensors, key=lambda kv: kv[0]):
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.digest()[:4]
+
+
+def read_key(path: str | None) -> bytes | None:
+    """The shared HMAC key from ``--key-file`` (surrounding whitespace removed), or None."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            key = f.read(4096).strip()
+    except OSError as e:
+        raise ValueError(f"cannot read key file {path}: {e.strerror}") from None
+    if not key:
+        raise ValueError(f"key file {path} is empty")
+    return key
