@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # on a GPU node pick the build for your CUDA, e.g. `make venv TORCH="torch torchvision"`.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv test lint demo clean-demo
+.PHONY: venv test lint demo
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
