@@ -6,6 +6,8 @@ Start the receiver first and wait for "Listening on HOST:PORT" (the seed's comma
     python receiver_decode.py --model-path LRAE_VC_final_w_random_drops.pth --port 8080 --out-dir runs/rx \\
         --once --reference sample                       # PSNR/SSIM against the original frames
     python receiver_decode.py --model-path CKPT --transport udp --deadline-ms 30 --temporal conv_lstm_ae.pth
+    python receiver_decode.py --model-path checkpoints/LRAE_VC.pth --temporal checkpoints/conv_lstm_ae.pth \\
+        --compare-zero-fill --reference sample --once --port 0 --out-dir runs/rx   # what demo.py runs
 
 The model class comes from the checkpoint's own metadata (``load_model``); a conv_lstm_ae
 checkpoint (``--model-path`` or ``--temporal``) fills lost channels with its stateful ``step``,
@@ -14,6 +16,14 @@ nothing arrived is reported with ``"status": "lost"`` and concealed: by the temp
 is one, else by repeating the last decoded frame (the all-lost latent is decoded only if there is
 no earlier frame). Bad packets (malformed, corrupt, foreign, duplicated, late, wrong key, another
 model) are dropped, counted, and logged once per kind.
+
+``--compare-zero-fill`` (with a temporal model): every frame is also decoded the plain way, from the
+same received packets - lost channels zero, a frame of which nothing arrived repeats the last
+zero-fill frame - while the ConvLSTM keeps its state across frames as usual. The ConvLSTM fill stays
+the main variant (PNGs, ``psnr``/``ssim``, latency); the extra decode runs in the writer thread, off
+the live path, timed as ``zero_fill_ms``. metrics.jsonl adds ``concealment_zero_fill`` and, with
+``--reference``, ``psnr_zero_fill``/``ssim_zero_fill``; with ``--reference`` the receiver also writes
+side_by_side.mp4 (original | zero-fill | ConvLSTM fill, labelled).
 
 Writes to ``--out-dir``: frame_NNNNN.png (and decoded.mp4 with ``--mp4``), metrics.jsonl (one line
 per frame: frame, status, bytes, packets, channels_received, latency_ms, stage times, psnr/ssim with
@@ -37,12 +47,13 @@ import torch
 from utils.checkpoint import CheckpointError
 from utils.packetize import decode_latent, load_codec_model
 from utils.reassembly import Reassembler
-from utils.stream_io import FrameWriter, ReferenceFrames, summarize
+from utils.stream_io import DropLog, FrameWriter, ReferenceFrames, side_by_side, summarize, to_hwc
 from utils.transport import TRANSPORTS, open_receiver
 from utils.wire import PacketError, fingerprint, parse, read_key
 
 log = logging.getLogger("receiver")
 MAX_BURST = 256  # packets read back to back before deadlines are checked again
+PANELS = ("original", "zero-fill", "ConvLSTM fill")  # side_by_side.mp4, left to right
 
 
 def parse_args(argv):
@@ -64,6 +75,9 @@ def parse_args(argv):
                    help="catch up when decoding is too slow: a frame already this old is not decoded but "
                         "concealed by the last one (concealment 'skipped_late'); 0 = decode every frame")
     p.add_argument("--temporal", default=None, help="conv_lstm_ae checkpoint that fills lost channels")
+    p.add_argument("--compare-zero-fill", "--compare_zero_fill", action="store_true",
+                   help="with a temporal model: also decode every frame with zero fill and score both "
+                        "(and write side_by_side.mp4 with --reference)")
     p.add_argument("--classifier", default=None, help="classifier checkpoint (forward(x) -> logits)")
     p.add_argument("--out-dir", "--out_dir", default="receiver_output", help="where frames and metrics go")
     p.add_argument("--png", action=argparse.BooleanOptionalAction, default=True, help="write PNG frames")
@@ -85,23 +99,13 @@ def load_models(args):
         if fingerprint(temporal.ae) != fingerprint(model):
             raise ValueError("the temporal model's frame AE differs from --model-path's model; "
                              "stream with the temporal checkpoint as --model-path instead")
+    if args.compare_zero_fill and temporal is None:
+        raise ValueError("--compare-zero-fill needs a temporal model (--temporal conv_lstm_ae checkpoint)")
     classifier = None
     if args.classifier:
         from models import load_model
         classifier = load_model(args.classifier)
     return model, codec, temporal, classifier
-
-
-class DropLog:
-    """Counts dropped packets by reason; logs the first of each kind (one clear line)."""
-
-    def __init__(self):
-        self.counts: Counter = Counter()
-
-    def note(self, err: PacketError) -> None:
-        if not self.counts[err.reason]:
-            log.warning("dropped packet (%s): %s [further drops of this kind are counted]", err.reason, err)
-        self.counts[err.reason] += 1
 
 
 class FrameSink:
@@ -110,6 +114,7 @@ class FrameSink:
     def __init__(self, args, model, codec, temporal, classifier):
         self.args, self.model, self.codec = args, model, codec
         self.temporal, self.classifier = temporal, classifier
+        self.compare = args.compare_zero_fill and temporal is not None
         self.out = Path(args.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.metrics = open(self.out / "metrics.jsonl", "w", buffering=1)
@@ -117,6 +122,7 @@ class FrameSink:
         self.records: list[dict] = []
         self.streams = self.stream_frames = 0
         self.stream_id = None
+        self.zero = (None, None)  # writer thread only: (stream, last zero-fill frame) of --compare-zero-fill
 
     def begin_stream(self, stream_id: int) -> None:
         self.writer.close_video()
@@ -128,24 +134,28 @@ class FrameSink:
         self.stream_frames = 0
 
     @torch.no_grad()
-    def reconstruct(self, frame, z, mask, received: int):
-        """(x_hat, latent used, fill seconds, concealment) for one frame; the only place that decodes."""
-        c = mask.shape[1]
-        late = (self.args.max_lag_ms > 0 and self.last is not None and frame.capture is not None
-                and (time.time() - frame.capture) * 1e3 > self.args.max_lag_ms)
+    def reconstruct(self, z, mask, received: int, late: bool):
+        """(x_hat, latent used, fill seconds, concealment) for one frame (the main variant)."""
         if self.temporal is not None:
             t1 = time.perf_counter()
             z_used, self.state = self.temporal.step(z, mask, self.state)  # always: the state stays in step
             fill_s = time.perf_counter() - t1
             if late:
                 return self.last, z_used, fill_s, "skipped_late"
-            return self.model.decode(z_used), z_used, fill_s, "temporal" if received < c else None
+            return self.model.decode(z_used), z_used, fill_s, "temporal" if received < mask.shape[1] else None
+        x_hat, concealment = self.zero_fill(z, mask, received, late, self.last)
+        return x_hat, z, 0.0, concealment
+
+    @torch.no_grad()
+    def zero_fill(self, z, mask, received: int, late: bool, last):
+        """(x_hat, concealment) without a temporal model: lost channels zero (the decoder is told which);
+        a frame of which nothing arrived repeats ``last``, the previous frame shown this way."""
         if late:
-            return self.last, z, 0.0, "skipped_late"
-        if received == 0 and self.last is not None:
-            return self.last, z, 0.0, "repeat_last"
+            return last, "skipped_late"
+        if received == 0 and last is not None:
+            return last, "repeat_last"
         x_hat, _ = decode_latent(self.model, z, mask)
-        return x_hat, z, 0.0, None if received == c else ("zero_fill" if received else "all_lost_decode")
+        return x_hat, None if received == mask.shape[1] else ("zero_fill" if received else "all_lost_decode")
 
     @torch.no_grad()
     def handle(self, frame) -> None:
@@ -160,7 +170,9 @@ class FrameSink:
             z, mask = torch.zeros(1, *frame.geometry), torch.zeros(1, c)
         received = int(mask.sum())
         status = "ok" if received == c else ("partial" if frame.assembly is not None else "lost")
-        x_hat, z_used, fill_s, concealment = self.reconstruct(frame, z, mask, received)
+        late = (self.args.max_lag_ms > 0 and self.last is not None and frame.capture is not None
+                and (time.time() - frame.capture) * 1e3 > self.args.max_lag_ms)
+        x_hat, z_used, fill_s, concealment = self.reconstruct(z, mask, received, late)
         decode_s = time.perf_counter() - t0 - fill_s
         done = time.time()
         self.last = x_hat
@@ -188,15 +200,33 @@ class FrameSink:
             names = getattr(self.classifier if self.classifier is not None else self.model, "classes", None)
             if names and rec["pred"] < len(names):
                 rec["pred_class"] = names[rec["pred"]]
-        self.writer.call(self._record, rec, x_hat, self.reference)
+        compare = (z, mask, received, late) if self.compare else None  # decoded in the writer thread
+        sbs = self.dir / "side_by_side.mp4" if self.compare and self.args.reference else None
+        self.writer.call(self._record, rec, x_hat, compare, self.reference, sbs)
         if self.args.png:
             self.writer.png(self.dir / f"frame_{frame.index:05d}.png", x_hat)
         if self.args.mp4:
             self.writer.video_frame(self.dir / "decoded.mp4", x_hat)
 
-    def _record(self, rec: dict, x_hat: torch.Tensor, reference: ReferenceFrames) -> None:
-        """Writer thread: score against the reference, then log the metrics line."""
+    def _record(self, rec: dict, x_hat: torch.Tensor, compare: tuple | None, reference: ReferenceFrames,
+                sbs: Path | None) -> None:
+        """Writer thread: the zero-fill decode (--compare-zero-fill), scores against the reference, the
+        side-by-side frame, then the metrics line."""
         rec.update(reference.score(rec["frame"], x_hat))
+        if compare is not None:
+            t1 = time.perf_counter()
+            last = self.zero[1] if self.zero[0] == rec["stream"] else None
+            x_zero, rec["concealment_zero_fill"] = self.zero_fill(*compare, last)
+            self.zero = (rec["stream"], x_zero)
+            rec["zero_fill_ms"] = round((time.perf_counter() - t1) * 1e3, 3)
+            rec.update({f"{k}_zero_fill": v for k, v in reference.score(rec["frame"], x_zero).items()})
+        if sbs is not None:
+            ref = reference.frame(rec["frame"], x_hat.shape[-1])
+            ref = None if ref is None or ref.shape[-2:] != x_hat.shape[-2:] else to_hwc(ref)
+            try:
+                self.writer.write_video(sbs, side_by_side([ref, to_hwc(x_zero), to_hwc(x_hat)], list(PANELS)))
+            except Exception as e:  # as for every other file: say what failed, keep receiving
+                log.warning("cannot write %s: %s", sbs, e)
         self.metrics.write(json.dumps(rec) + "\n")
         self.records.append(rec)
 
@@ -226,7 +256,7 @@ def serve(args, model, codec, temporal, classifier) -> dict:
                         idle_timeout=args.idle_timeout if args.transport == "udp" else None)
     rx = open_receiver(args.transport, args.host, args.port)
     sink = FrameSink(args, model, codec, temporal, classifier)
-    drops = DropLog()
+    drops = DropLog(log)
     host, port = rx.address[:2]
     print(f"Listening on {host}:{port}", flush=True)
     last_datagram = None  # --once: give up on a sender whose packets are all refused

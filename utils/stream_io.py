@@ -1,4 +1,5 @@
-"""Receiver-side outputs: PNG/mp4 writing off the decode path, reference scoring, the run summary."""
+"""Receiver-side outputs: PNG/mp4 writing off the decode path, reference scoring, side-by-side
+panels, dropped-packet counts and the run summary."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ import logging
 import math
 import queue
 import threading
+from collections import Counter
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from utils.metrics import psnr, ssim, to_uint8
 
 log = logging.getLogger(__name__)
+VIDEO_CODECS = ("libx264", "mpeg4")  # the first one this PyAV build has is used
+X264_OPTIONS = {"preset": "veryfast", "crf": "18"}
 
 
 def to_hwc(x: torch.Tensor) -> np.ndarray:
@@ -24,14 +28,15 @@ def to_hwc(x: torch.Tensor) -> np.ndarray:
 
 
 class FrameWriter:
-    """Writes PNGs and an mp4 (PyAV, libx264) and runs other bookkeeping in one background thread,
-    through a bounded queue, so neither file I/O nor scoring delays the next frame's packets and
-    decode (a full queue applies back-pressure instead). Jobs run in the order they were queued."""
+    """Writes PNGs and mp4s (PyAV, libx264, else mpeg4) and runs other bookkeeping in one background
+    thread, through a bounded queue, so neither file I/O nor scoring delays the next frame's packets
+    and decode (a full queue applies back-pressure instead). Jobs run in the order they were queued.
+    Several mp4s (one per path) can be open at once; ``close_video`` closes them all."""
 
     def __init__(self, fps: float = 30.0, max_queue: int = 64):
         self.fps = fps
         self.q: queue.Queue = queue.Queue(max_queue)
-        self.video = None  # (container, stream, path)
+        self.videos: dict[Path, tuple] = {}  # path -> (container, stream)
         self.thread = threading.Thread(target=self._run, name="frame-writer", daemon=True)
         self.thread.start()
 
@@ -70,33 +75,70 @@ class FrameWriter:
             elif kind == "png":
                 Image.fromarray(arr).save(path)
             elif kind == "mp4":
-                self._mp4(path, arr)
+                self.write_video(path, arr)
             else:
-                self._close_video()
+                self._close_videos()
         except Exception as e:  # a full disk must not kill the receiver; say what failed
             log.warning("cannot write %s: %s", path, e)
 
-    def _mp4(self, path: Path, arr: np.ndarray) -> None:
-        if self.video is None or self.video[2] != path:
-            self._close_video()
+    def write_video(self, path: Path, arr: np.ndarray) -> None:
+        """Append a uint8 (H,W,3) frame to the mp4 at ``path``. Writer thread only (from a ``call`` job)."""
+        if path not in self.videos:
             h, w = arr.shape[:2]
             if h % 2 or w % 2:
                 raise ValueError(f"mp4 needs even frame sides, got {w}x{h}")
+            codec = next((c for c in VIDEO_CODECS if c in av.codecs_available), None)
+            if codec is None:
+                raise ValueError(f"this PyAV build has none of the video encoders {', '.join(VIDEO_CODECS)}")
             container = av.open(str(path), "w")
-            stream = container.add_stream("libx264", rate=round(self.fps))
+            options = X264_OPTIONS if codec == "libx264" else {}
+            stream = container.add_stream(codec, rate=round(self.fps), options=options)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            self.video = (container, stream, path)
-        container, stream, _ = self.video
+            if codec == "mpeg4":
+                stream.bit_rate = 8 * w * h * round(self.fps) // 16  # ~0.5 bit/pixel: no visible blocking
+            stream.codec_context.thread_count = 1  # bookkeeping: leave the cores to decoding
+            self.videos[path] = (container, stream)
+        container, stream = self.videos[path]
         for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
             container.mux(packet)
 
-    def _close_video(self) -> None:
-        if self.video is not None:
-            container, stream, _ = self.video
-            self.video = None
-            for packet in stream.encode(None):
-                container.mux(packet)
-            container.close()
+    def _close_videos(self) -> None:
+        while self.videos:
+            path, (container, stream) = self.videos.popitem()
+            try:
+                for packet in stream.encode(None):
+                    container.mux(packet)
+            finally:
+                container.close()
+
+
+def side_by_side(panels: list[np.ndarray | None], labels: list[str]) -> np.ndarray:
+    """uint8 (H,W,3) panels -> one (H, n*W, 3) frame, each panel labelled in its top-left corner.
+    A missing panel (None) is drawn grey; all panels take the shape of the first one present."""
+    shape = next(p.shape for p in panels if p is not None)
+    row = np.concatenate([p if p is not None else np.full(shape, 128, np.uint8) for p in panels], axis=1)
+    img = Image.fromarray(row)
+    draw, font = ImageDraw.Draw(img), ImageFont.load_default()
+    for i, label in enumerate(labels):
+        x0 = i * shape[1] + 2
+        left, top, right, bottom = draw.textbbox((x0, 2), label, font=font)
+        draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(0, 0, 0))
+        draw.text((x0, 2), label, fill=(255, 255, 255), font=font)
+    return np.asarray(img)
+
+
+class DropLog:
+    """Counts dropped packets by reason; logs the first of each kind (one clear line)."""
+
+    def __init__(self, logger: logging.Logger = log):
+        self.counts: Counter = Counter()
+        self.log = logger
+
+    def note(self, err) -> None:
+        """``err``: a wire.PacketError (has ``reason``)."""
+        if not self.counts[err.reason]:
+            self.log.warning("dropped packet (%s): %s [further drops of this kind are counted]", err.reason, err)
+        self.counts[err.reason] += 1
 
 
 class ReferenceFrames:
@@ -159,6 +201,9 @@ def summarize(records: list[dict]) -> dict:
         "frames_lost": sum(r["status"] == "lost" for r in records),
         "mean_psnr": _mean(r.get("psnr") for r in records),
         "mean_ssim": _mean(r.get("ssim") for r in records),
+        **({"mean_psnr_zero_fill": _mean(r.get("psnr_zero_fill") for r in records),
+            "mean_ssim_zero_fill": _mean(r.get("ssim_zero_fill") for r in records)}
+           if any("concealment_zero_fill" in r for r in records) else {}),
         "latency_ms_p50": percentile(lat, 50),
         "latency_ms_p95": percentile(lat, 95),
         "bytes_per_frame": total / n if n else None,

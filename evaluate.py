@@ -1,0 +1,178 @@
+"""Evaluate our codec against JPEG, WebP and H.264 (with and without FEC) under the same packet loss.
+
+    python evaluate.py --model_path runs/ship-LRAE_VC/last.pth --out runs/eval-lrae     # carphone, 60 frames
+    python evaluate.py --model_path CKPT --temporal conv_lstm_ae.pth --loss burst --rates 0,0.1,0.3 --out DIR
+    python evaluate.py --model_path CKPT --data synthetic --classifier runs/001-SimpleCNN/SimpleCNN_final.pth --out DIR
+    python evaluate.py --model_path CKPT --data clip.mp4 --max-frames 0 --baselines jpeg,h264 --out DIR
+
+Frames: the TEST split of ``--data`` (split_videos with ``--seed``; the default "sample" gives the
+carphone clip), or every frame of a single video, at ``--size`` x ``--size``, at most ``--max-frames``
+(0 = all), played as one stream. Ours runs the exact wire path offline, frame by frame: encoder ->
+quantiser -> entropy coder -> packets (utils/packetize.py) -> packet loss -> entropy decoding -> fill ->
+decoder, with the temporal state carried across frames. Per loss rate ONE per-packet-slot draw
+(utils.baselines.loss_draws, seeded by ``--seed``) is shared by every method: frame f's packets use
+slots 0..k-1 of row f, ours channel 0 first. Methods: ``ours`` (lost channels zero-filled),
+``ours+convlstm`` (with ``--temporal``, or a conv_lstm_ae ``--model_path``: the same packets, filled by
+the ConvLSTM), ``jpeg``/``webp`` at the quality whose mean bytes/frame is closest to ours,
+``jpeg-best`` (the best JPEG quality within our bytes, per loss rate), ``h264`` (low delay, no
+B-frames, fixed GOP) and ``h264-fec20``/``h264-fec50`` (packet-level FEC), all at 1200 B per packet;
+a frame that cannot be decoded is not displayed (the previous one stays). See utils/evaluation.py.
+
+Writes to ``--out``: results.json = {"config": {...}, "results": [{"method", "loss_model", "loss_rate",
+"bytes_per_frame", "packets_per_frame", "bpp", "psnr", "ssim", "ms_ssim", "ssim_db", "fresh_frames",
+"accuracy", "head_accuracy", "encode_ms", "decode_ms", "params"}], "rd": [...]} (null where not measured;
+with ``--classifier`` a row "original" per rate holds its accuracy on the uncompressed frames),
+results.md (the same as a table), quality_vs_loss.png, rd_curve.png (0 % loss: ours per ``--rd-bits``,
+the baselines over their quality range) and strip.png (frames at about 30 % loss). The same command
+gives the same results.json except the timing fields ``encode_ms`` and ``decode_ms`` (ms per frame,
+measured in this run, on ``--threads`` threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import torch
+
+from data import DataError
+from models import load_model
+from utils import evaluation
+from utils.baselines import MTU
+from utils.channel_loss import DEFAULT_BURST_LEN
+from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.evaluation_report import write_all
+from utils.packetize import load_codec_model
+from utils.training import prepare_run_dir, safe_name
+from utils.wire import fingerprint
+
+log = logging.getLogger("evaluate")
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip() and t.strip() != "none"]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model-path", "--model_path", required=True,
+                   help="checkpoint of our frame codec (or of conv_lstm_ae: its frame AE, filled by its ConvLSTM)")
+    p.add_argument("--temporal", default=None, help="conv_lstm_ae checkpoint for the ours+convlstm fill")
+    p.add_argument("--data", nargs="+", default=["sample"],
+                   help="data sources (data package specs); the test split is evaluated, or all of one video")
+    p.add_argument("--size", type=int, default=224, help="frames: short side resized to this, center-cropped square")
+    p.add_argument("--max-frames", "--max_frames", type=int, default=60,
+                   help="evaluate at most this many frames, shared over the test videos (0 = all)")
+    p.add_argument("--loss", choices=("random", "tail", "burst"), default="random", help="packet loss model")
+    p.add_argument("--burst-len", type=float, default=DEFAULT_BURST_LEN, help="mean burst length (burst loss)")
+    p.add_argument("--rates", default="0,0.05,0.1,0.2,0.3,0.5", help="packet loss rates")
+    p.add_argument("--baselines", default="jpeg,webp,h264,h264-fec",
+                   help="jpeg (jpeg + jpeg-best), webp, h264, h264-fec (FEC 20 %% and 50 %%), exact method names, "
+                        "or none")
+    p.add_argument("--classifier", default=None, help="classifier checkpoint (classifier_train.py) for accuracy")
+    p.add_argument("--bits", type=int, default=None,
+                   help="quantisation bits of our codec (default: the checkpoint's calibration, else 4)")
+    p.add_argument("--rd-bits", type=int_list, default="2,3,4,5,6",
+                   help="quantiser bits of our RD points at 0 %% loss ('none': skip the RD curves)")
+    p.add_argument("--strip-rate", type=float, default=0.3, help="loss rate of strip.png (nearest evaluated)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the synthetic data and the loss draws")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--out", "--out-dir", "--out_dir", default=None,
+                   help="output folder (default: runs/NNN-eval-<model>)")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out folder that already has results")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except (DataError, CheckpointError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def load_models(args):
+    """(frame model, wire codec, temporal model or None, checkpoint dict, classifier or None, its checkpoint)."""
+    model, codec, temporal = load_codec_model(args.model_path, bits=args.bits)
+    if args.temporal:
+        _, _, temporal = load_codec_model(args.temporal)
+        if temporal is None:
+            raise ValueError(f"--temporal {args.temporal} is not a temporal model (no step/ae)")
+        if fingerprint(temporal.ae) != fingerprint(model):
+            raise ValueError("the temporal model's frame AE differs from --model-path's model; "
+                             "give the conv_lstm_ae checkpoint as --model-path instead")
+    if temporal is not None and getattr(temporal, "bidirectional", False):
+        raise ValueError("a bidirectional conv_lstm_ae cannot fill frame by frame; give a unidirectional one")
+    classifier = cls_ckpt = None
+    if args.classifier:
+        cls_ckpt = load_checkpoint(args.classifier)
+        classifier = load_model(cls_ckpt)
+        if getattr(classifier, "task", None) != "classify":
+            raise ValueError(f"--classifier {args.classifier} holds a {cls_ckpt['model']} model, not a classifier")
+    return model, codec, temporal, load_checkpoint(args.model_path), classifier, cls_ckpt
+
+
+def check_leak(seq, cls_ckpt) -> int:
+    """Evaluated videos the classifier was trained on (by name; classifier_train.py stores them)."""
+    trained = set(((cls_ckpt or {}).get("extra") or {}).get("train_videos") or [])
+    seen = sorted(set(seq.videos) & trained)
+    if seen:
+        log.warning("the classifier was trained on %d of the evaluated videos (%s...): its accuracy is optimistic; "
+                    "evaluate on the data and --seed it was trained with", len(seen), ", ".join(seen[:3]))
+    return len(seen)
+
+
+def run(args):
+    torch.set_num_threads(max(1, args.threads))
+    rates = evaluation.parse_rates(args.rates)
+    baselines = evaluation.parse_baselines(args.baselines)
+    if args.max_frames < 0 or args.size < 8:
+        raise SystemExit(f"error: need --max-frames >= 0 and --size >= 8, got {args.max_frames}, {args.size}")
+    model, codec, temporal, ckpt, classifier, cls_ckpt = load_models(args)
+    try:
+        model.check_size(args.size, args.size)
+    except ValueError as e:
+        raise SystemExit(f"error: {e} (--size)") from None
+    if baselines and any(m.startswith("h264") for m in baselines) and args.size % 2:
+        raise SystemExit(f"error: H.264 needs an even --size, got {args.size}")
+    seq = evaluation.load_sequence(args.data, args.size, args.seed, args.max_frames or None)
+    overlap = 0
+    if classifier is not None:
+        evaluation.classifier_targets(seq, classifier)  # labels and class names checked before any work
+        overlap = check_leak(seq, cls_ckpt)
+    out = prepare_run_dir(args.out, args.overwrite, safe_name(f"eval-{model.model_name}"))
+    log.info("evaluating %d frames of %s (%s split) at %dx%d", len(seq.frames), ", ".join(seq.videos), seq.split,
+             args.size, args.size)
+    result = evaluation.evaluate_sequence(model, codec, temporal, seq, mode=args.loss, rates=rates,
+                                          baselines=baselines, seed=args.seed, burst_len=args.burst_len,
+                                          classifier=classifier, strip_rate=args.strip_rate)
+    rd = evaluation.rd_points(model, ckpt, seq.frames, args.rd_bits, baselines)
+    config = {
+        "model_path": args.model_path, "model": model.model_name, "model_kwargs": model.config,
+        "temporal": args.temporal, "temporal_fill": temporal is not None, "classifier": args.classifier,
+        "classifier_overlap_videos": overlap, "data": args.data, "split": seq.split, "videos": seq.videos,
+        "frames": len(seq.frames), "size": args.size, "max_frames": args.max_frames, "loss": args.loss,
+        "burst_len": args.burst_len if args.loss == "burst" else None, "rates": rates, "baselines": baselines,
+        "methods": list(dict.fromkeys(r["method"] for r in result["rows"])), "bits": codec.bits,
+        "quant_mode": "calibrated" if codec.mode == 0 else "per-frame", "rd_bits": args.rd_bits, "seed": args.seed,
+        "packet_payload": MTU, "draw_slots": evaluation.DRAW_SLOTS, "target_bytes": result["target_bytes"],
+        "our_packets": result["our_packets"], "threads": args.threads,
+        "timing_fields": ["encode_ms", "decode_ms"],
+    }
+    payload = {"config": config, "results": result["rows"], "rd": rd}
+    write_all(out, payload, result["strip"])
+    print(f"results: {out / 'results.json'} (table: {out / 'results.md'})")
+    for rate in rates:
+        rows = [r for r in result["rows"] if r["loss_rate"] == rate and r["psnr"] is not None]
+        print(f"loss {100 * rate:g} %: " + "  ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in rows))
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,333 @@
+"""The evaluation behind evaluate.py: our codec over the exact wire path and the classic baselines, on
+the same frames, under the same per-packet-slot loss draws.
+
+Frames (:func:`load_sequence`): the TEST split of the data (data.split_videos with the seed; the
+"sample" source's fixed split gives carphone), or every frame when the data is a single video. Test
+videos are center-cropped to ``size`` x ``size`` and played back to back as ONE stream (a video change
+is a scene cut for every method); ``max_frames`` caps the total, shared out evenly over the videos.
+
+Loss (:func:`make_draws`): one (N, ``DRAW_SLOTS``) mask per loss rate, 1 = delivered, from
+utils.baselines.loss_draws, seeded by the run's seed (the same seed at every rate, so for ``random``
+the lost slots at a lower rate are also lost at a higher one). Every method sends frame f's packets in
+slots 0, 1, ... of row f: ours channel 0 first, JPEG/WebP/H.264 their data packets, then FEC parity.
+``tail`` is a per-frame deadline counted in packet slots: with K = our packets per frame, the rate r
+loses every slot from K - round(r·K) on (for ours: the last round(r·K) channels, PNC's tail drop;
+for every method: nothing after that slot arrives in time).
+
+Ours (:class:`OurCodec`): each frame is encoded once - encoder, quantiser, entropy coder, packetiser
+(utils.packetize.encode_frame) - and for each draw its delivered packets are parsed and entropy-decoded
+(decode_packets), filled and decoded (decode_latent) frame by frame, the temporal state carried
+across frames, as receiver_decode.py does: zero fill repeats the last shown frame when no packet of a
+frame arrived; the ConvLSTM fill always shows its filled decode. A frame is *fresh* if at least one
+of its packets arrived. Bytes are payload bytes (packet minus the 52-byte header), as for the baselines.
+
+Metrics (:func:`score`): on the displayed 8-bit RGB frames against the originals - mean per-frame PSNR,
+SSIM and MS-SSIM (None when the frames are <= 160 px), SSIM in dB of the mean SSIM, mean payload bytes
+and packets per frame sent, bpp, share of fresh frames, classifier accuracy on the displayed frames
+(``accuracy``) and, for a model with ``classify``, its own head on the received latent (``head_accuracy``).
+Timings (``encode_ms``, ``decode_ms``, per frame) are the only fields that differ between identical runs.
+Plots and tables: utils/evaluation_report.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data import DataError, FrameDataset, load_videos, split_videos
+from models.classifier import predict
+from utils import metrics
+from utils.baselines import METHODS, as_frames, decode_image, encode_image, loss_draws, make_baseline
+from utils.channel_loss import DEFAULT_BURST_LEN
+from utils.packetize import codec_from_checkpoint, decode_latent, decode_packets, encode_frame
+from utils.wire import HEADER_SIZE, MAX_PACKETS_PER_FRAME
+
+log = logging.getLogger(__name__)
+
+DRAW_SLOTS = MAX_PACKETS_PER_FRAME  # 1024 slots of 1200 B: more than any method sends per frame
+GROUPS = {"jpeg": ("jpeg", "jpeg-best"), "webp": ("webp",), "h264": ("h264",), "h264-fec": ("h264-fec20", "h264-fec50")}
+OURS, OURS_TEMPORAL, ORIGINAL = "ours", "ours+convlstm", "original"
+STRIP_METHODS = (OURS, OURS_TEMPORAL, "jpeg", "h264")
+RD_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)  # JPEG / WebP
+RD_CRFS = (18.0, 23.0, 28.0, 33.0, 38.0, 43.0, 51.0)  # H.264
+
+
+def parse_baselines(text: str) -> list[str]:
+    """"jpeg,webp,h264,h264-fec" -> method names (groups expanded; exact METHODS names allowed; "none")."""
+    out: list[str] = []
+    for name in (t.strip() for t in text.split(",")):
+        if not name or name == "none":
+            continue
+        if name not in GROUPS and name not in METHODS:
+            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join([*GROUPS, *METHODS])} or none")
+        out += [m for m in GROUPS.get(name, (name,)) if m not in out]
+    return out
+
+
+def parse_rates(text: str) -> list[float]:
+    try:
+        rates = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--rates must be comma-separated numbers, got {text!r}") from None
+    if not rates or any(not 0.0 <= r < 1.0 for r in rates):
+        raise ValueError(f"--rates must be loss rates in [0, 1), got {text!r}")
+    return sorted(set(rates))
+
+
+@dataclass
+class Sequence:
+    """The evaluated frames: uint8 (N,3,S,S), labels (N,) int64 (-1 unlabelled), class names, provenance."""
+
+    frames: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    videos: list[str]
+    split: str
+
+    @property
+    def labelled(self) -> bool:
+        return bool(len(self.labels)) and bool((self.labels >= 0).all())
+
+
+def load_sequence(specs: list[str], size: int, seed: int, max_frames: int | None) -> Sequence:
+    """The test split of ``specs`` (all frames for a single video), see the module docstring."""
+    vs = load_videos(specs, size=size, seed=seed)
+    if len(vs.videos) == 1:
+        videos, split = vs.videos, "all"
+    else:
+        videos, split = split_videos(vs, seed=seed)["test"], "test"
+        if not videos:
+            raise DataError(f"the data's test split is empty ({len(vs.videos)} videos); give at least 3 videos "
+                            "or a single video file")
+    left = max_frames if max_frames else sum(v.num_frames for v in videos)
+    frames, labels = [], []
+    for i, v in enumerate(videos):  # share the cap out evenly; what a short video leaves goes to the next
+        take = min(v.num_frames, -(-left // (len(videos) - i)))
+        ds = FrameDataset([v], crop=size)
+        frames += [metrics.to_uint8(ds[t]["x"])[0] for t in range(take)]
+        labels += [v.label] * take
+        left -= take
+    return Sequence(torch.stack(frames), torch.tensor(labels, dtype=torch.int64), list(vs.classes),
+                    [v.name for v in videos], split)
+
+
+def make_draws(mode: str, rate: float, n_frames: int, seed: int, our_packets: int,
+               burst_len: float = DEFAULT_BURST_LEN) -> torch.Tensor:
+    """(n_frames, DRAW_SLOTS) delivery mask for every method at one loss rate (module docstring)."""
+    if mode == "tail":
+        lost = round(rate * our_packets)
+        head = loss_draws("tail", n_frames=n_frames, slots=our_packets, seed=seed, lost=lost)
+        rest = torch.full((n_frames, DRAW_SLOTS - our_packets), 0.0 if lost else 1.0)
+        return torch.cat([head, rest], dim=1)
+    return loss_draws(mode, rate, n_frames, slots=DRAW_SLOTS, seed=seed, burst_len=burst_len)
+
+
+@dataclass
+class Shown:
+    """What one method displayed for one draw: frames uint8 (N,H,W,3), fresh (N,), bytes/packets sent (N,)."""
+
+    method: str
+    frames: np.ndarray
+    fresh: np.ndarray
+    nbytes: np.ndarray
+    packets: np.ndarray
+    encode_ms: float
+    decode_ms: float
+    params: dict = field(default_factory=dict)
+    head_pred: torch.Tensor | None = None  # labels from the model's own classifier head
+    masks: torch.Tensor | None = None  # ours: (N, C) channels received
+
+
+class OurCodec:
+    """Our codec on a fixed sequence: encodes once, then plays any loss draw through the wire path."""
+
+    def __init__(self, model, codec, frames: torch.Tensor, temporal=None):
+        self.model, self.codec, self.temporal = model, codec, temporal
+        self.geometry = tuple(model.latent_shape(frames.shape[-2], frames.shape[-1]))
+        if len(frames):  # warm-up, untimed: the first call pays for allocations and lazy set-up
+            decode_latent(model, *decode_packets(encode_frame(model, frames[0], 0, codec), codec, self.geometry))
+        t0 = time.perf_counter()
+        self.packets = [encode_frame(model, x, f, codec) for f, x in enumerate(frames)]
+        self.encode_ms = 1000.0 * (time.perf_counter() - t0) / max(len(frames), 1)
+        self.nbytes = np.array([sum(len(p) - HEADER_SIZE for p in ps) for ps in self.packets], np.int64)
+        self.counts = np.array([len(ps) for ps in self.packets], np.int64)
+
+    @property
+    def mean_bytes(self) -> float:
+        return float(self.nbytes.mean())
+
+    @torch.no_grad()
+    def run(self, draws: torch.Tensor, fill: str = "zero") -> Shown:
+        """Deliver frame f's packets where draws[f, :k_f] is 1, then decode like the receiver."""
+        temporal = self.temporal if fill == "convlstm" else None
+        if fill == "convlstm" and temporal is None:
+            raise ValueError("the ConvLSTM fill needs a temporal model")
+        classify = getattr(self.model, "classify", None) if fill == "zero" else None
+        shown, fresh, masks, heads = [], [], [], []
+        state, last, spent, decoded = None, None, 0.0, 0
+        for f, packets in enumerate(self.packets):
+            if len(packets) > draws.shape[1]:
+                raise ValueError(f"frame {f} has {len(packets)} packets, the draw {draws.shape[1]} slots")
+            got = [p for p, ok in zip(packets, draws[f, :len(packets)].tolist()) if ok > 0.5]
+            t0 = time.perf_counter()
+            z, mask = decode_packets(got, self.codec, self.geometry)
+            if temporal is None and not got and last is not None:
+                x_hat = last  # nothing arrived: the previous frame stays (receiver_decode's repeat_last)
+            else:
+                x_hat, state = decode_latent(self.model, z, mask, temporal, state)
+                x_hat = metrics.to_uint8(x_hat)
+                spent += time.perf_counter() - t0
+                decoded += 1
+            if classify is not None:
+                heads.append(classify(z, mask).argmax(1))
+            last = x_hat
+            shown.append(x_hat)
+            fresh.append(bool(got))
+            masks.append(mask[0])
+        name = OURS_TEMPORAL if temporal is not None else OURS
+        return Shown(name, as_frames(torch.cat(shown)), np.array(fresh), self.nbytes.copy(), self.counts.copy(),
+                     self.encode_ms, 1000.0 * spent / decoded if decoded else math.nan,
+                     {"bits": self.codec.bits, "quant_mode": self.codec.mode, "fill": fill},
+                     torch.cat(heads) if heads else None, torch.stack(masks))
+
+
+def from_baseline(result) -> Shown:
+    """A utils.baselines.BaselineResult as a Shown."""
+    return Shown(result.method, result.frames, np.asarray(result.fresh, bool), np.asarray(result.nbytes),
+                 np.asarray(result.packets), float(result.encode_ms), float(result.decode_ms), dict(result.params))
+
+
+def _mean(values: torch.Tensor) -> float | None:
+    v = float(values.mean()) if len(values) else math.nan
+    return None if math.isnan(v) else v
+
+
+def quality(shown_frames: np.ndarray, reference: np.ndarray, chunk: int = 16) -> dict:
+    """Mean per-frame PSNR / SSIM / MS-SSIM (None if undefined) and SSIM dB of the mean SSIM."""
+    p, s, m = [], [], []
+    for i in range(0, len(reference), chunk):
+        a, b = shown_frames[i:i + chunk], reference[i:i + chunk]
+        p.append(metrics.psnr(a, b))
+        s.append(metrics.ssim(a, b))
+        m.append(metrics.ms_ssim(a, b))
+    ssim = _mean(torch.cat(s))
+    return {"psnr": _mean(torch.cat(p)), "ssim": ssim, "ms_ssim": _mean(torch.cat(m)),
+            "ssim_db": None if ssim is None else float(metrics.ssim_db(ssim))}
+
+
+def classifier_targets(seq: Sequence, classifier) -> torch.Tensor:
+    """The sequence's labels as the classifier's class indices (mapped by class name when it has names)."""
+    if not seq.labelled:
+        raise DataError("--classifier needs labelled data (e.g. --data synthetic); these videos have no labels")
+    names = getattr(classifier, "classes", None)
+    if not names:
+        if getattr(classifier, "num_classes", len(seq.classes)) != len(seq.classes):
+            raise DataError(f"the classifier has {classifier.num_classes} classes, the data {len(seq.classes)}")
+        return seq.labels.clone()
+    missing = sorted({seq.classes[i] for i in seq.labels.tolist()} - set(names))
+    if missing:
+        raise DataError(f"the classifier does not know the classes {', '.join(missing)}")
+    return torch.tensor([names.index(seq.classes[i]) for i in seq.labels.tolist()], dtype=torch.int64)
+
+
+def score(shown: Shown, reference: np.ndarray, mode: str, rate: float, classifier=None,
+          targets: torch.Tensor | None = None, head_targets: torch.Tensor | None = None) -> dict:
+    """One results.json row (see evaluate.py) for what a method displayed under one draw."""
+    h, w = reference.shape[1:3]
+    row = {"method": shown.method, "loss_model": mode, "loss_rate": rate,
+           "bytes_per_frame": float(shown.nbytes.mean()), "packets_per_frame": float(shown.packets.mean()),
+           "bpp": float(metrics.bpp(float(shown.nbytes.mean()), h, w)),
+           **quality(shown.frames, reference), "fresh_frames": float(shown.fresh.mean()),
+           "accuracy": None, "head_accuracy": None}
+    if classifier is not None and targets is not None:
+        pred = predict(classifier, torch.from_numpy(shown.frames).permute(0, 3, 1, 2))
+        row["accuracy"] = float((pred == targets).float().mean())
+    if shown.head_pred is not None and head_targets is not None:
+        row["head_accuracy"] = float((shown.head_pred.cpu() == head_targets).float().mean())
+    row.update(encode_ms=shown.encode_ms, decode_ms=shown.decode_ms, params=shown.params)
+    return row
+
+
+def original_row(seq: Sequence, mode: str, rate: float, classifier, targets) -> dict:
+    """The "original" row: the classifier on the uncompressed frames (raw RGB bytes, no quality metrics)."""
+    _, _, h, w = seq.frames.shape
+    pred = predict(classifier, seq.frames)
+    return {"method": ORIGINAL, "loss_model": mode, "loss_rate": rate, "bytes_per_frame": float(3 * h * w),
+            "packets_per_frame": None, "bpp": 24.0, "psnr": None, "ssim": None, "ms_ssim": None,
+            "ssim_db": None, "fresh_frames": 1.0, "accuracy": float((pred == targets).float().mean()),
+            "head_accuracy": None, "encode_ms": None, "decode_ms": None, "params": {}}
+
+
+def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates: list[float], baselines: list[str],
+                      seed: int, burst_len: float = DEFAULT_BURST_LEN, classifier=None, strip_rate: float = 0.3,
+                      progress: bool = True) -> dict:
+    """Every method at every loss rate on one sequence. Returns {"rows", "strip", "target_bytes", "our_packets"}.
+
+    Per rate ONE draw (:func:`make_draws`) is made and handed to every method. The baselines' byte
+    budget is our mean payload bytes per frame (their matched-bytes searches run in make_baseline).
+    ``strip`` holds the displayed frames of STRIP_METHODS at the rate closest to ``strip_rate``.
+    """
+    reference = as_frames(seq.frames)
+    for c in ("jpeg", "webp"):  # warm Pillow's codecs up, so the first timed encode is not a cold one
+        decode_image(encode_image(reference[0], c))
+    ours = OurCodec(model, codec, seq.frames, temporal)
+    our_packets = int(ours.counts.max())
+    if ours.counts.min() != our_packets:
+        log.warning("our frames use %d..%d packets; tail deadlines count from %d", ours.counts.min(), our_packets,
+                    our_packets)
+    target = ours.mean_bytes
+    log.info("ours: %.0f B/frame payload in %d packets; matching the baselines to it", target, our_packets)
+    runners = {m: make_baseline(m, reference, target_bytes=target) for m in tqdm(
+        baselines, desc="encode baselines", disable=not progress, leave=False)}
+    targets = classifier_targets(seq, classifier) if classifier is not None else None
+    head_targets = seq.labels if hasattr(model, "classify") and seq.labelled else None
+    strip_at = min(rates, key=lambda r: abs(r - strip_rate))
+    fills = ["zero"] + (["convlstm"] if temporal is not None else [])
+    rows, strip = [], {}
+    bar = tqdm(total=len(rates) * (len(fills) + len(runners)), desc=f"{mode} loss", disable=not progress)
+    for rate in rates:
+        draws = make_draws(mode, rate, len(reference), seed, our_packets, burst_len)
+        if classifier is not None:
+            rows.append(original_row(seq, mode, rate, classifier, targets))
+        for job in [*fills, *runners.values()]:  # every method gets this very draw
+            shown = ours.run(draws, job) if isinstance(job, str) else from_baseline(job(draws))
+            rows.append(score(shown, reference, mode, rate, classifier, targets, head_targets))
+            if rate == strip_at and shown.method in STRIP_METHODS:
+                strip[shown.method] = shown.frames
+            bar.set_postfix(rate=rate, method=shown.method)
+            bar.update()
+    bar.close()
+    return {"rows": rows, "strip": {"rate": strip_at, "frames": strip, "reference": reference},
+            "target_bytes": target, "our_packets": our_packets}
+
+
+def rd_points(model, ckpt: dict | None, frames: torch.Tensor, bits: list[int], baselines: list[str],
+              progress: bool = True) -> list[dict]:
+    """Rate-distortion points at 0 % loss: ours at each quantiser ``bits``, JPEG/WebP over RD_QUALITIES,
+    H.264 over RD_CRFS (only the codecs among ``baselines``)."""
+    reference = as_frames(frames)
+    clean = torch.ones(len(reference), DRAW_SLOTS)
+    jobs = [(OURS, {"bits": b}, lambda b=b: OurCodec(model, codec_from_checkpoint(model, ckpt, bits=b),
+                                                     frames).run(clean)) for b in bits]
+    for codec in ("jpeg", "webp"):
+        if any(m.split("-")[0] == codec for m in baselines):
+            jobs += [(codec, {"quality": q}, lambda c=codec, q=q: from_baseline(make_baseline(c, reference, quality=q)(
+                clean))) for q in RD_QUALITIES]
+    if any(m.startswith("h264") for m in baselines):
+        jobs += [("h264", {"crf": c}, lambda c=c: from_baseline(make_baseline("h264", reference, crf=c)(clean)))
+                 for c in RD_CRFS]
+    points = []
+    h, w = reference.shape[1:3]
+    for method, params, job in tqdm(jobs, desc="RD curves", disable=not progress, leave=False):
+        shown = job()
+        q = quality(shown.frames, reference)
+        points.append({"method": method, **params, "bytes_per_frame": float(shown.nbytes.mean()),
+                       "bpp": float(metrics.bpp(float(shown.nbytes.mean()), h, w)), "psnr": q["psnr"],
+                       "ssim": q["ssim"]})
+    return points
