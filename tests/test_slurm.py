@@ -111,7 +111,7 @@ def test_multinode_command(slurm):
 
 def test_multinode_defaults_and_typed_gpus(slurm):
     """Port defaults from the job id; "a100:8" GPUs per node; the sequence script; no data path."""
-    r = run(MULTI_NODE, slurm, "--model", "conv_lstm_PNC16_ae", SLURM_GPUS_ON_NODE=None,
+    r = run(MULTI_NODE, slurm, "--model", "conv_lstm_ae", SLURM_GPUS_ON_NODE=None,
             SLURM_GPUS_PER_NODE="a100:8", SCRIPT="autoencoder_train_vid_sequence.py", LRAE_DATA=None,
             SLURM_JOB_NUM_NODES=None, SLURM_NNODES=None, LRAE_RUNS=None)
     assert r.returncode == 0, r.stderr
@@ -120,7 +120,7 @@ def test_multinode_defaults_and_typed_gpus(slurm):
     assert f"--rdzv_endpoint=gpu-node-07:{29500 + 4242 % 1000}" in torchrun_opts
     assert script == str(slurm["repo"] / "autoencoder_train_vid_sequence.py")
     assert script_args == ["--out-dir", str(slurm["repo"] / "runs" / "lrae-exp"), "--resume",
-                           "--model", "conv_lstm_PNC16_ae"]
+                           "--model", "conv_lstm_ae"]
 
 
 def test_one_node_command(slurm):
