@@ -103,7 +103,7 @@ def spaced(dataset, n: int):
     """At most n evenly spaced items (keeps evaluation affordable on a CPU)."""
     if len(dataset) <= n:
         return dataset
-    return Subset(dataset, [round(i * (len(dataset) - 1) / (n - 1)) for i in range(n)])
+    return Subset(dataset, [round(i * (len(dataset) - 1) / max(n - 1, 1)) for i in range(n)])
 
 
 def main(argv=None):

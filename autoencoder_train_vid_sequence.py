@@ -19,7 +19,7 @@ evaluation on the first 8 frames of each test video at 224. A full run::
 
     python autoencoder_train_vid_sequence.py --model conv_lstm_ae --ae_path PNC16_final_w_taildrops.pth \\
         --drops 12 --drop-mode tail --seq-len 20 --clip-stride 2 --batch-size 32 --crop 224 --pixel-frames 0 \\
-        --epochs 28 --eval-frames 60 --data /data/ucf
+        --epochs 28 --eval-frames 60 --eval-videos 10 --data /data/ucf
     torchrun --standalone --nproc_per_node=4 autoencoder_train_vid_sequence.py --model conv_lstm_ae --drops 12 ...
     SCRIPT=autoencoder_train_vid_sequence.py sbatch --gpus-per-node=4 slurm/train_1node.sbatch --model conv_lstm_ae
 
@@ -113,6 +113,8 @@ def parse_args(argv):
     p.add_argument("--latent-weight", type=float, default=0.1,
                    help="weight of the variance-normalised latent MSE on lost channels")
     p.add_argument("--eval-frames", type=int, default=8, help="frames per test video in the final evaluation")
+    p.add_argument("--eval-videos", type=int, default=2,
+                   help="test videos in the final evaluation (evenly spaced over the test split)")
     p.add_argument("--eval-levels", type=int_list, default=None,
                    help="lost channels evaluated (default 0, 1/4, 1/2, 3/4, 7/8 of the channels)")
     add_common_args(p, epochs=10, batch_size=4, lr=1e-3)
@@ -132,6 +134,8 @@ def build_data(args):
                         train=True, seed=args.seed)
     val = ClipDataset(split["val"] or split["test"], length=args.seq_len, stride=args.seq_len, crop=args.crop)
     held_out = [v for v in split["test"] or split["val"] if v.num_frames > 1]
+    held_out = [held_out[i] for i in sorted({round(k * (len(held_out) - 1) / max(args.eval_videos - 1, 1))
+                                             for k in range(min(args.eval_videos, len(held_out)))})]
     if not held_out:
         raise DataError("no test (or val) video with more than one frame to evaluate on")
     test = [ClipDataset([v], length=min(args.eval_frames, v.num_frames), stride=v.num_frames, crop=args.size)[0]["x"]
@@ -206,10 +210,11 @@ def train(args):
     torch.manual_seed(args.seed)
     if args.batch_size % env.world_size:
         raise SystemExit(f"error: --batch-size {args.batch_size} is not divisible by {env.world_size} processes")
-    if (args.seq_len < 2 or args.eval_frames < 2 or args.pixel_frames < 0 or args.gap < 1 or not args.bursts
-            or min(args.bursts) < 1 or not 0.0 <= args.curriculum <= 1.0 or args.val_every < 1
+    if (args.seq_len < 2 or args.eval_frames < 2 or args.eval_videos < 1 or args.pixel_frames < 0 or args.gap < 1
+            or not args.bursts or min(args.bursts) < 1 or not 0.0 <= args.curriculum <= 1.0 or args.val_every < 1
             or not 0.0 <= args.hold_prob <= 1.0):
-        raise SystemExit("error: need --seq-len and --eval-frames >= 2, --pixel-frames >= 0, --gap >= 1, "
+        raise SystemExit("error: need --seq-len and --eval-frames >= 2, --eval-videos >= 1, --pixel-frames >= 0, "
+                         "--gap >= 1, "
                          "--bursts >= 1, --val-every >= 1, --curriculum and --hold-prob in [0, 1]")
     model, init_ckpt = build(args)
     for side in {args.crop, args.size}:
