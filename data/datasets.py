@@ -12,6 +12,11 @@ Augmentation (train=True): a random crop and a horizontal flip drawn from a torc
 ranks agree; a resumed run repeats the epoch exactly). Call ``set_epoch`` before iterating the
 DataLoader for each epoch; the epoch lives in shared memory, so workers started earlier (including
 ``persistent_workers=True``) see it. train=False takes the center crop. Items are float32 in [0, 1].
+
+Flips: a video whose label a mirror image would change (the synthetic clips, whose class is a
+direction: move_left/move_right, rotate_cw/rotate_ccw) says so with ``flip_invariant = False``, and
+by default (``flip=None``) only flip-invariant videos are flipped. ``flip=False`` never flips,
+``flip=True`` flips every video. The flip setting never changes the crops.
 """
 
 from __future__ import annotations
@@ -103,11 +108,18 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
     return (x ^ (x >> 31)) >> 1
 
 
-def crop_frames(frames: torch.Tensor, crop: int, generator: torch.Generator | None) -> torch.Tensor:
+def flip_invariant(video: Video) -> bool:
+    """False if the video's source says a mirror image would change its label (the attribute
+    ``flip_invariant``, e.g. data.synthetic.SyntheticVideo); True otherwise."""
+    return bool(getattr(video, "flip_invariant", True))
+
+
+def crop_frames(frames: torch.Tensor, crop: int, generator: torch.Generator | None,
+                flip: bool = True) -> torch.Tensor:
     """Crop uint8 (...,3,h,w) to (...,3,crop,crop) and return float32 in [0,1].
 
-    With a generator: random position and a horizontal flip with probability 1/2 (the same for every
-    frame of a clip); without: the center crop.
+    With a generator: random position and, if ``flip``, a horizontal flip with probability 1/2 (the
+    same for every frame of a clip; the position does not depend on ``flip``); without: the center crop.
     """
     h, w = frames.shape[-2:]
     if h < crop or w < crop:
@@ -116,7 +128,7 @@ def crop_frames(frames: torch.Tensor, crop: int, generator: torch.Generator | No
         top, left, flip = (h - crop) // 2, (w - crop) // 2, False
     else:
         r = torch.rand(3, generator=generator).tolist()
-        top, left, flip = int(r[0] * (h - crop + 1)), int(r[1] * (w - crop + 1)), r[2] < 0.5
+        top, left, flip = int(r[0] * (h - crop + 1)), int(r[1] * (w - crop + 1)), flip and r[2] < 0.5
     out = frames[..., top:top + crop, left:left + crop].numpy()
     if flip:
         out = out[..., ::-1]
@@ -127,10 +139,10 @@ def crop_frames(frames: torch.Tensor, crop: int, generator: torch.Generator | No
 class _Augmented(Dataset):
     """Epoch bookkeeping and the per-item generator shared by FrameDataset and ClipDataset."""
 
-    def __init__(self, crop: int, train: bool, seed: int):
+    def __init__(self, crop: int, train: bool, seed: int, flip: bool | None):
         if crop < 1:
             raise DataError(f"bad crop size {crop}")
-        self.crop, self.train, self.seed = crop, train, seed
+        self.crop, self.train, self.seed, self.flip = crop, train, seed, flip
         # in shared memory, so DataLoader workers (persistent ones included) see set_epoch
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -140,6 +152,10 @@ class _Augmented(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch.fill_(int(epoch))
+
+    def _flips(self, video: Video) -> bool:
+        """Whether training items of ``video`` may be mirrored (see the module docstring)."""
+        return flip_invariant(video) if self.flip is None else self.flip
 
     def _generator(self, index: int) -> torch.Generator | None:
         if not self.train:
@@ -157,11 +173,12 @@ class _Augmented(Dataset):
 
 class FrameDataset(_Augmented):
     """Single frames of whole videos: item i -> {"x": (3,crop,crop) float32 in [0,1], "label": int64
-    scalar (-1 if unlabelled), "index": i}. ``frame_step`` k keeps frames 0, k, 2k, ... of each video."""
+    scalar (-1 if unlabelled), "index": i}. ``frame_step`` k keeps frames 0, k, 2k, ... of each video.
+    ``flip``: None mirrors only flip-invariant videos (train=True only), False never, True always."""
 
     def __init__(self, videos: list[Video], crop: int = 224, train: bool = False, seed: int = 0,
-                 frame_step: int = 1):
-        super().__init__(crop, train, seed)
+                 frame_step: int = 1, flip: bool | None = None):
+        super().__init__(crop, train, seed, flip)
         if frame_step < 1:
             raise DataError(f"bad frame_step {frame_step}")
         self.videos = list(videos)
@@ -187,7 +204,7 @@ class FrameDataset(_Augmented):
     def __getitem__(self, index: int) -> dict:
         index = self._check(index)
         video, t = self.locate(index)
-        x = crop_frames(video.frames()[t], self.crop, self._generator(index))
+        x = crop_frames(video.frames()[t], self.crop, self._generator(index), self._flips(video))
         return {"x": x, "label": torch.tensor(video.label, dtype=torch.int64), "index": index}
 
 
@@ -196,12 +213,12 @@ class ClipDataset(_Augmented):
     a final window ending at the last frame. Videos shorter than ``length`` are skipped.
 
     item i -> {"x": (T,3,crop,crop) float32, "label": int64, "index": i, "video": name, "start": first
-    frame}; one crop (and flip) for all T frames.
+    frame}; one crop (and flip) for all T frames. ``flip`` as for FrameDataset.
     """
 
     def __init__(self, videos: list[Video], length: int = 20, stride: int = 10, crop: int = 224,
-                 train: bool = False, seed: int = 0):
-        super().__init__(crop, train, seed)
+                 train: bool = False, seed: int = 0, flip: bool | None = None):
+        super().__init__(crop, train, seed, flip)
         if length < 1 or stride < 1:
             raise DataError(f"bad clip length {length} or stride {stride}")
         self.videos = list(videos)
@@ -229,6 +246,7 @@ class ClipDataset(_Augmented):
         index = self._check(index)
         k, start = self.windows[index]
         video = self.videos[k]
-        x = crop_frames(video.frames()[start:start + self.length], self.crop, self._generator(index))
+        x = crop_frames(video.frames()[start:start + self.length], self.crop, self._generator(index),
+                        self._flips(video))
         return {"x": x, "label": torch.tensor(video.label, dtype=torch.int64), "index": index,
                 "video": video.name, "start": start}

@@ -1,18 +1,27 @@
 """Seeded synthetic clips whose MOTION is the class ("synthetic" spec).
 
 Eight classes (label = index): move_left, move_right, move_up, move_down, rotate_cw, rotate_ccw,
-grow, shrink. Each clip shows one textured shape (an ellipse or a rectangle with coloured stripes, so
-rotation is visible) over a seeded background: smooth colour noise, a fine texture, a few static
-clutter rectangles, plus faint per-frame luma noise. Only the class's motion changes over time;
-everything else (colours, shape, start pose, speed within a range) is drawn per clip.
+grow, shrink. Each clip shows one textured shape (an ellipse or a rectangle with coloured stripes)
+over a seeded background: smooth colour noise, a fine texture, a few static clutter rectangles, plus
+faint per-frame luma noise. Only the class's motion changes over time; everything else (colours,
+shape, start pose, speed within a range) is drawn per clip, independently of the class.
 
-Single-frame cue (deliberate): the shape leaves a motion-blur "ghost trail" of its two previous poses
-(at 45% and 25% opacity), so the direction of motion is visible in one frame and a small frame CNN
-can learn the task; a temporal model sees it more easily.
+Single-frame cue (deliberate): the shape carries a time-coded ghost trail (an "onion skin", like a
+motion-history image) of its ``GHOSTS`` previous poses: every pixel those poses cover is blended at
+``TRAIL`` opacity towards the mean grey shade of the poses covering it, from near black (oldest) to
+near white (newest). The shades are the same for every class; only the motion decides where they
+fall, so one frame shows it: dark-to-bright along the direction of travel (move), a fan shaded
+round the turn (rotate), a bright rim around a grey core (grow) or a dark halo around it (shrink).
+With a fainter cue (two ghosts at 25/45 % opacity, 6 clips per class) a frame CNN learnt each
+training video's colours instead of the motion (train accuracy 1.0, test at chance). A mirror image
+reverses the cue (move_left <-> move_right, rotate_cw <-> rotate_ccw), so these videos are not
+flip-invariant (``SyntheticVideo.flip_invariant = False``) and the training datasets do not mirror
+them (data/datasets.py).
 
-Spec: "synthetic" = 6 clips per class of 16 frames; "synthetic:V,T" = V clips per class of T frames.
-Frames are square, ``size`` x ``size``, generated lazily and cached; the same seed gives the same
-pixels. Names: "synthetic/<class>_<k>". There is no fixed split: split_videos stratifies by class.
+Spec: "synthetic" = 16 clips per class of 12 frames; "synthetic:V,T" = V clips per class of T frames.
+Frames are square, ``size`` x ``size``, generated lazily and cached (about 10 ms per 12-frame clip at
+224 on one core); the same seed gives the same pixels. Names: "synthetic/<class>_<k>". There is no
+fixed split: split_videos stratifies by class.
 """
 
 from __future__ import annotations
@@ -26,9 +35,10 @@ import torch.nn.functional as F
 from .core import CACHE, DataError, Video, VideoSet, single_thread
 
 CLASSES = ["move_left", "move_right", "move_up", "move_down", "rotate_cw", "rotate_ccw", "grow", "shrink"]
-DEFAULT_PER_CLASS = 6
-DEFAULT_FRAMES = 16
-GHOSTS = (0.25, 0.45)  # opacity of the poses two frames and one frame back
+DEFAULT_PER_CLASS = 16
+DEFAULT_FRAMES = 12
+GHOSTS = 6  # previous poses in the trail
+TRAIL = 0.75  # opacity of the trail
 
 
 def parse_spec(spec: str) -> tuple[int, int]:
@@ -71,7 +81,8 @@ def _poses(cls: str, g: torch.Generator, size: int, steps: int) -> tuple[torch.T
     cy = torch.full((steps,), float(_uniform(g, 0.35, 0.65)) * size)
     angle = torch.full((steps,), float(_uniform(g, 0, math.pi)))
     scale = torch.full((steps,), float(_uniform(g, 0.13, 0.2)) * size)
-    travel = float(_uniform(g, 0.4, 0.55)) * size / max(steps - 1, 1)  # pixels per frame
+    # pixels per frame: the trail is ~0.2 of the frame long; long clips slow down to stay in frame
+    travel = min(float(_uniform(g, 0.03, 0.038)), 0.75 / max(steps - 1, 1)) * size
     if cls.startswith("move"):
         sign = -1.0 if cls in ("move_left", "move_up") else 1.0
         along = size / 2 - sign * travel * (steps - 1) / 2 + sign * travel * t
@@ -80,10 +91,10 @@ def _poses(cls: str, g: torch.Generator, size: int, steps: int) -> tuple[torch.T
         else:
             cy = along
     elif cls.startswith("rotate"):
-        omega = float(_uniform(g, 0.1, 0.18)) * (1.0 if cls == "rotate_cw" else -1.0)  # y points down
+        omega = float(_uniform(g, 0.16, 0.24)) * (1.0 if cls == "rotate_cw" else -1.0)  # y points down
         angle = angle + omega * t
     else:
-        small, big = float(_uniform(g, 0.08, 0.11)) * size, float(_uniform(g, 0.26, 0.32)) * size
+        small, big = float(_uniform(g, 0.06, 0.08)) * size, float(_uniform(g, 0.28, 0.34)) * size
         frac = t / max(steps - 1, 1)
         if cls == "shrink":
             frac = 1 - frac
@@ -91,13 +102,18 @@ def _poses(cls: str, g: torch.Generator, size: int, steps: int) -> tuple[torch.T
     return cx, cy, angle, scale
 
 
+def clip_generator(seed: int, label: int, index: int) -> torch.Generator:
+    """The generator of clip ``index`` of class ``label``; its first draws make the background."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + label) * 1_000_003 + index)
+
+
 def render(seed: int, label: int, index: int, size: int, frames: int) -> torch.Tensor:
     """uint8 (frames,3,size,size) clip number ``index`` of class ``label`` for ``seed``."""
-    g = torch.Generator().manual_seed((seed * 1_000_003 + label) * 1_000_003 + index)
+    g = clip_generator(seed, label, index)
     bg = _background(g, size)
-    steps = frames + len(GHOSTS)
+    steps = frames + GHOSTS
     cx, cy, angle, scale = _poses(CLASSES[label], g, size, steps)
-    aspect = float(_uniform(g, 0.45, 0.75))
+    aspect = float(_uniform(g, 0.35, 0.6))
     rectangle = bool(torch.rand(1, generator=g) < 0.5)
     stripes = float(_uniform(g, 2.0, 4.0)) * math.pi
     phase = float(_uniform(g, 0, 2 * math.pi))
@@ -118,14 +134,27 @@ def render(seed: int, label: int, index: int, size: int, frames: int) -> torch.T
         u = (dx * cos + dy * sin) / s
         v = (dy * cos - dx * sin) / (s * aspect)
         r = torch.maximum(u.abs(), v.abs()) if rectangle else torch.sqrt(u * u + v * v)
-        alpha = ((1 - r) * s * aspect / 1.5).clamp(0, 1).unsqueeze(1)  # ~1.5 px soft edge
-        tex = (0.5 + 0.5 * torch.sin(stripes * u + phase)).unsqueeze(1)
-        fg = colours[0] + (colours[1] - colours[0]) * tex  # (steps,3,h,w)
+        alpha = ((1 - r) * s * aspect / 1.5).clamp(0, 1).unsqueeze(1)  # (steps,1,h,w), ~1.5 px soft edge
+        now = slice(GHOSTS, GHOSTS + frames)
+        tex = (0.5 + 0.5 * torch.sin(stripes * u[now] + phase)).unsqueeze(1)
+        fg = colours[0] + (colours[1] - colours[0]) * tex  # (frames,3,h,w)
         box = out[:, :, y0:y1, x0:x1]
-        for k, opacity in enumerate((*GHOSTS, 1.0)):
-            box += alpha[k:k + frames] * opacity * (fg[k:k + frames] - box)
+        box += alpha[now] * (fg - box)
+        # time code: each covered pixel takes the mean shade of the ghosts that cover it (oldest
+        # 0.05, newest 0.95), so neither the oldest nor the newest hides the others (grow, shrink)
+        shades = torch.linspace(0.05, 0.95, GHOSTS).view(-1, 1, 1, 1)
+        cover = sum(alpha[k:k + frames] for k in range(GHOSTS))
+        shade = sum(alpha[k:k + frames] * shades[k] for k in range(GHOSTS)) / cover.clamp(min=1e-6)
+        box += TRAIL * cover.clamp(max=1) * (shade - box)
     out += (torch.rand(frames, 1, size, size, generator=g) - 0.5) * 0.06  # faint luma noise
     return out.mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+class SyntheticVideo(Video):
+    """A synthetic clip. Its class is a direction of motion, so its mirror image shows another class:
+    the training datasets never flip it (see data.datasets.flip_invariant)."""
+
+    flip_invariant = False
 
 
 def synthetic_frames(seed: int, label: int, index: int, size: int, frames: int) -> torch.Tensor:
@@ -144,6 +173,7 @@ def load_synthetic(spec: str = "synthetic", size: int = 224, seed: int = 0,
     per_class, frames = parse_spec(spec)
     if max_frames is not None:
         frames = min(frames, max_frames)
-    videos = [Video(f"synthetic/{name}_{k}", label, frames, partial(synthetic_frames, seed, label, k, size, frames))
+    videos = [SyntheticVideo(f"synthetic/{name}_{k}", label, frames,
+                             partial(synthetic_frames, seed, label, k, size, frames))
               for label, name in enumerate(CLASSES) for k in range(per_class)]
     return VideoSet(videos, list(CLASSES), None)

@@ -1,5 +1,6 @@
 """data/: sources and layouts, splits by video, deterministic augmentation, clips, errors."""
 
+import math
 import pickle
 from functools import partial
 
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+import autoencoder_train
 from data import (
     ClipDataset,
     DataError,
@@ -22,7 +24,9 @@ from data import (
     require_labels,
     split_videos,
 )
-from data.synthetic import CLASSES
+from data.core import single_thread
+from data.datasets import flip_invariant
+from data.synthetic import CLASSES, TRAIL, _background, clip_generator, render
 
 
 def write_image(path, value, size=(40, 30), mode="RGB"):
@@ -76,9 +80,93 @@ def test_synthetic_is_deterministic_and_labelled():
 
 def test_synthetic_default_size():
     vs = load_videos("synthetic", size=24)
-    assert len(vs.videos) == 6 * 8 and all(v.num_frames == 16 for v in vs.videos)
+    assert len(vs.videos) == 16 * 8 and all(v.num_frames == 12 for v in vs.videos)
     with pytest.raises(DataError):
         load_videos("synthetic:x", size=24)
+
+
+def trail_cue(seed, label, index, size=64, frames=12, mirror=False):
+    """Per frame, from the frame and its clip's static background only: where the trail's shades lie
+    around the shape (bright = recent poses, dark = old ones). Columns: x and y of the dark-to-bright
+    direction, radial spread (bright outside > 0), turn of the bright part's axis from the dark
+    part's (clockwise on screen > 0)."""
+    clip = render(seed, label, index, size, frames).float() / 255
+    bg = _background(clip_generator(seed, label, index), size).mean(0)
+    lum = clip.mean(1)
+    if mirror:
+        lum, bg = lum.flip(-1), bg.flip(-1)
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    where = ((lum - bg).abs() > 0.08).float()  # the shape and its trail
+    n = where.sum((1, 2), keepdim=True)
+    shade = ((lum - (1 - TRAIL) * bg) / TRAIL - 0.5) * where  # the trail's shade wherever it lies on background
+    dx = xx - (xx * where).sum((1, 2), keepdim=True) / n
+    dy = yy - (yy * where).sum((1, 2), keepdim=True) / n
+
+    def axis(q):
+        return 0.5 * torch.atan2(2 * (q * dx * dy).sum((1, 2)), (q * (dx * dx - dy * dy)).sum((1, 2)))
+
+    turn = (axis(shade.clamp(min=0)) - axis((-shade).clamp(min=0)) + math.pi / 2) % math.pi - math.pi / 2
+    return torch.stack([(shade * dx).sum((1, 2)), (shade * dy).sum((1, 2)),
+                        (shade * (dx * dx + dy * dy).sqrt()).sum((1, 2)), turn], 1)
+
+
+def test_synthetic_frames_show_their_motion_and_mirrors_reverse_it():
+    """The single-frame cue, measured on held frames without learning: the trail's shading lies the
+    way the class moves; a mirror image reverses it (so training must not flip these clips)."""
+    expect = {"move_left": (0, -1), "move_right": (0, 1), "move_up": (1, -1), "move_down": (1, 1),
+              "rotate_cw": (3, 1), "rotate_ccw": (3, -1), "grow": (2, 1), "shrink": (2, -1)}
+    with single_thread():
+        for label, name in enumerate(CLASSES):
+            column, sign = expect[name]
+            need = 0.95 if name.startswith("move") else 0.7  # fraction of frames
+            cue = torch.cat([trail_cue(0, label, k) for k in range(4)])[:, column] * sign
+            assert (cue > 0).float().mean() >= need, name
+            if name in ("move_left", "move_right", "rotate_cw", "rotate_ccw"):
+                mirrored = torch.cat([trail_cue(0, label, k, mirror=True) for k in range(4)])[:, column] * sign
+                assert (mirrored < 0).float().mean() >= need, name
+
+
+def test_training_items_never_mirror_synthetic_clips():
+    args = autoencoder_train.parse_args(["--model", "PNC_with_classification", "--size", "28"])
+    videos, split, train, _, _ = autoencoder_train.build_data(args, needs_labels=True)  # synthetic by default
+    assert not any(flip_invariant(v) for v in videos.videos)
+    assert any(v.name.startswith("synthetic/move_left") for v in split["train"])
+    for epoch in range(3):
+        train.set_epoch(epoch)
+        for i in range(len(train)):
+            video, t = train.locate(i)
+            assert torch.equal(train[i]["x"], video.frames()[t].float() / 255), (video.name, t, epoch)
+    clips = ClipDataset(split["train"][:4], length=4, stride=4, crop=28, train=True, seed=3)
+    for i in range(len(clips)):
+        item = clips[i]
+        video = next(v for v in split["train"] if v.name == item["video"])
+        assert torch.equal(item["x"], video.frames()[item["start"]:item["start"] + 4].float() / 255)
+
+
+def test_flip_setting_mirrors_only_flip_invariant_videos_and_keeps_crops():
+    noise = Video("noise", 0, 3, partial(noise_frames, 0))
+    synth = load_videos("synthetic:1,3", size=24).videos[0]
+    assert flip_invariant(noise) and not flip_invariant(synth)
+
+    def mirrored(ds):
+        return [torch.equal(ds[i]["x"], ds.locate(i)[0].frames()[ds.locate(i)[1]].float().div(255).flip(-1))
+                for i in range(len(ds))]
+
+    for epoch in range(4):
+        auto = FrameDataset([noise, synth], crop=20, train=True, seed=epoch)
+        never = FrameDataset([noise, synth], crop=20, train=True, seed=epoch, flip=False)
+        always = FrameDataset([noise, synth], crop=20, train=True, seed=epoch, flip=True)
+        for i in range(len(auto)):  # the same crop whatever the flip setting
+            assert torch.equal(auto[i]["x"], never[i]["x"]) or torch.equal(auto[i]["x"], never[i]["x"].flip(-1))
+            assert torch.equal(always[i]["x"], never[i]["x"]) or torch.equal(always[i]["x"], never[i]["x"].flip(-1))
+        assert not any(torch.equal(auto[i]["x"], never[i]["x"].flip(-1)) for i in range(3, 6))  # synth: never
+    flips = [any(torch.equal(FrameDataset([noise], crop=20, train=True, seed=s, flip=f)[i]["x"],
+                             FrameDataset([noise], crop=20, train=True, seed=s, flip=False)[i]["x"].flip(-1))
+                 for s in range(4) for i in range(3)) for f in (None, True)]
+    assert flips == [True, True]  # flip-invariant videos are still mirrored
+    always = FrameDataset([synth], crop=24, train=True, flip=True)
+    assert any(mirrored(always)) and not any(mirrored(FrameDataset([synth], crop=24, train=True)))
 
 
 # --- splits ---------------------------------------------------------------------------------------
@@ -90,13 +178,13 @@ def test_split_by_video_stratified_and_seeded():
     assert not names["train"] & names["val"] and not names["train"] & names["test"]
     assert not names["val"] & names["test"]
     assert sum(map(len, names.values())) == len(vs.videos)
-    for key in ("val", "test"):  # stratified: 6 per class * 0.1 rounds to one per class
-        assert sorted(v.label for v in split[key]) == list(range(8))
+    for key in ("val", "test"):  # stratified: 16 per class * 0.1 rounds to two per class
+        assert sorted(v.label for v in split[key]) == [k for k in range(8) for _ in range(2)]
     shuffled = VideoSet(list(reversed(vs.videos)), vs.classes, None)
     assert describe_split(split_videos(shuffled, seed=1)) == describe_split(split)
     assert describe_split(split_videos(vs, seed=2)) != describe_split(split)
     desc = describe_split(split)
-    assert desc["counts"]["train"] == {"videos": 32, "frames": 32 * 16}
+    assert desc["counts"]["train"] == {"videos": 96, "frames": 96 * 12}
 
 
 def test_split_gives_every_split_a_video_and_honours_fixed_split():
