@@ -77,7 +77,10 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
            "--max-steps", "4", "--out-dir", str(tmp_path / "two")]
     subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, timeout=600)
     name = "LRAE_VC_final_w_random_drops.pth"
-    assert_same_weights(single / name, tmp_path / "two" / name)
+    # Gradients differ only by float summation order; Adam normalises each update to ~lr, so a
+    # weight whose gradient is ~0 can move by a fraction of lr differently. lr <= 2e-4 in these
+    # 4 warm-up steps (5e-4 of total movement); 1e-4 still catches any real divergence.
+    assert_same_weights(single / name, tmp_path / "two" / name, atol=1e-4)
     # and the comparison can fail: a different seed gives different weights
     other = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "4", "--seed", "1", name="other")
     with pytest.raises(AssertionError):
