@@ -17,6 +17,11 @@ Flips: a video whose label a mirror image would change (the synthetic clips, who
 direction: move_left/move_right, rotate_cw/rotate_ccw) says so with ``flip_invariant = False``, and
 by default (``flip=None``) only flip-invariant videos are flipped. ``flip=False`` never flips,
 ``flip=True`` flips every video. The flip setting never changes the crops.
+
+Colour jitter (train=True, ``colour_jitter`` s > 0, off by default): after the crop, each item's RGB
+channels are put in a random order and each channel gets a gain in 1 +- s and an offset in +- s/4
+(one draw per item, so all frames of a clip agree). For classifiers trained on few scenes per class:
+without it a CNN can tell the training videos apart by their colours and never learn the cue.
 """
 
 from __future__ import annotations
@@ -136,13 +141,22 @@ def crop_frames(frames: torch.Tensor, crop: int, generator: torch.Generator | No
     return torch.from_numpy(np.divide(out, np.float32(255), dtype=np.float32))
 
 
+def jitter_colours(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """x (3,H,W) or (T,3,H,W) float in [0,1]: the RGB channels in a random order, then per channel a
+    gain in 1 +- strength and an offset in +- strength / 4 (the same for all T frames), clamped to [0,1]."""
+    order = torch.argsort(torch.rand(3, generator=generator))
+    gain = 1 + strength * (2 * torch.rand(3, 1, 1, generator=generator) - 1)
+    offset = strength / 4 * (2 * torch.rand(3, 1, 1, generator=generator) - 1)
+    return ((x[..., order, :, :] - 0.5) * gain + 0.5 + offset).clamp_(0, 1)
+
+
 class _Augmented(Dataset):
     """Epoch bookkeeping and the per-item generator shared by FrameDataset and ClipDataset."""
 
-    def __init__(self, crop: int, train: bool, seed: int, flip: bool | None):
-        if crop < 1:
-            raise DataError(f"bad crop size {crop}")
-        self.crop, self.train, self.seed, self.flip = crop, train, seed, flip
+    def __init__(self, crop: int, train: bool, seed: int, flip: bool | None, colour_jitter: float):
+        if crop < 1 or colour_jitter < 0:
+            raise DataError(f"bad crop size {crop} or colour_jitter {colour_jitter}")
+        self.crop, self.train, self.seed, self.flip, self.colour_jitter = crop, train, seed, flip, colour_jitter
         # in shared memory, so DataLoader workers (persistent ones included) see set_epoch
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -162,6 +176,14 @@ class _Augmented(Dataset):
             return None
         return torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
 
+    def _augment(self, frames: torch.Tensor, video: Video, index: int) -> torch.Tensor:
+        """The item's crop, flip and colour jitter (see the module docstring) as float32 in [0,1]."""
+        g = self._generator(index)
+        x = crop_frames(frames, self.crop, g, self._flips(video))
+        if g is not None and self.colour_jitter > 0:
+            x = jitter_colours(x, self.colour_jitter, g)
+        return x
+
     def _check(self, index: int) -> int:
         n = len(self)
         if index < 0:
@@ -174,11 +196,12 @@ class _Augmented(Dataset):
 class FrameDataset(_Augmented):
     """Single frames of whole videos: item i -> {"x": (3,crop,crop) float32 in [0,1], "label": int64
     scalar (-1 if unlabelled), "index": i}. ``frame_step`` k keeps frames 0, k, 2k, ... of each video.
-    ``flip``: None mirrors only flip-invariant videos (train=True only), False never, True always."""
+    ``flip``: None mirrors only flip-invariant videos (train=True only), False never, True always;
+    ``colour_jitter``: strength of the training colour jitter (0: none)."""
 
     def __init__(self, videos: list[Video], crop: int = 224, train: bool = False, seed: int = 0,
-                 frame_step: int = 1, flip: bool | None = None):
-        super().__init__(crop, train, seed, flip)
+                 frame_step: int = 1, flip: bool | None = None, colour_jitter: float = 0.0):
+        super().__init__(crop, train, seed, flip, colour_jitter)
         if frame_step < 1:
             raise DataError(f"bad frame_step {frame_step}")
         self.videos = list(videos)
@@ -204,7 +227,7 @@ class FrameDataset(_Augmented):
     def __getitem__(self, index: int) -> dict:
         index = self._check(index)
         video, t = self.locate(index)
-        x = crop_frames(video.frames()[t], self.crop, self._generator(index), self._flips(video))
+        x = self._augment(video.frames()[t], video, index)
         return {"x": x, "label": torch.tensor(video.label, dtype=torch.int64), "index": index}
 
 
@@ -213,12 +236,12 @@ class ClipDataset(_Augmented):
     a final window ending at the last frame. Videos shorter than ``length`` are skipped.
 
     item i -> {"x": (T,3,crop,crop) float32, "label": int64, "index": i, "video": name, "start": first
-    frame}; one crop (and flip) for all T frames. ``flip`` as for FrameDataset.
+    frame}; one crop (flip, colour jitter) for all T frames. ``flip``, ``colour_jitter`` as for FrameDataset.
     """
 
     def __init__(self, videos: list[Video], length: int = 20, stride: int = 10, crop: int = 224,
-                 train: bool = False, seed: int = 0, flip: bool | None = None):
-        super().__init__(crop, train, seed, flip)
+                 train: bool = False, seed: int = 0, flip: bool | None = None, colour_jitter: float = 0.0):
+        super().__init__(crop, train, seed, flip, colour_jitter)
         if length < 1 or stride < 1:
             raise DataError(f"bad clip length {length} or stride {stride}")
         self.videos = list(videos)
@@ -246,7 +269,6 @@ class ClipDataset(_Augmented):
         index = self._check(index)
         k, start = self.windows[index]
         video = self.videos[k]
-        x = crop_frames(video.frames()[start:start + self.length], self.crop, self._generator(index),
-                        self._flips(video))
+        x = self._augment(video.frames()[start:start + self.length], video, index)
         return {"x": x, "label": torch.tensor(video.label, dtype=torch.int64), "index": index,
                 "video": video.name, "start": start}

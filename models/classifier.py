@@ -8,8 +8,7 @@ filters, an FC 256 layer, training on originals only. Changed, and why:
   frames of any size the same way (an evaluation at 224 or 64 px sees what training saw);
 - two more conv stages (128, 128; receptive field ~46 px at 112) and a global average + max pool
   replace the 51 M-parameter FC over 56x56 maps: the features are translation invariant, so a cue
-  such as a motion trail counts wherever the object is (with a position-wise FC the model learnt
-  where things were in each training video instead); ≈ 0.3 M parameters;
+  such as a motion trail counts wherever the object is in the frame; ≈ 0.3 M parameters;
 - batch norm after every conv: training converges in ~100 steps instead of idling at chance for
   the first few hundred (minutes on 2 CPU cores);
 - the class names travel in the checkpoint (``classes``), so evaluation maps labels by name, never

@@ -148,25 +148,17 @@ def test_flip_setting_mirrors_only_flip_invariant_videos_and_keeps_crops():
     noise = Video("noise", 0, 3, partial(noise_frames, 0))
     synth = load_videos("synthetic:1,3", size=24).videos[0]
     assert flip_invariant(noise) and not flip_invariant(synth)
-
-    def mirrored(ds):
-        return [torch.equal(ds[i]["x"], ds.locate(i)[0].frames()[ds.locate(i)[1]].float().div(255).flip(-1))
-                for i in range(len(ds))]
-
-    for epoch in range(4):
-        auto = FrameDataset([noise, synth], crop=20, train=True, seed=epoch)
-        never = FrameDataset([noise, synth], crop=20, train=True, seed=epoch, flip=False)
-        always = FrameDataset([noise, synth], crop=20, train=True, seed=epoch, flip=True)
-        for i in range(len(auto)):  # the same crop whatever the flip setting
-            assert torch.equal(auto[i]["x"], never[i]["x"]) or torch.equal(auto[i]["x"], never[i]["x"].flip(-1))
-            assert torch.equal(always[i]["x"], never[i]["x"]) or torch.equal(always[i]["x"], never[i]["x"].flip(-1))
-        assert not any(torch.equal(auto[i]["x"], never[i]["x"].flip(-1)) for i in range(3, 6))  # synth: never
-    flips = [any(torch.equal(FrameDataset([noise], crop=20, train=True, seed=s, flip=f)[i]["x"],
-                             FrameDataset([noise], crop=20, train=True, seed=s, flip=False)[i]["x"].flip(-1))
-                 for s in range(4) for i in range(3)) for f in (None, True)]
-    assert flips == [True, True]  # flip-invariant videos are still mirrored
-    always = FrameDataset([synth], crop=24, train=True, flip=True)
-    assert any(mirrored(always)) and not any(mirrored(FrameDataset([synth], crop=24, train=True)))
+    mirrored = {}
+    for flip in (None, True):
+        mirrored[flip] = set()
+        for seed in range(4):
+            ds = FrameDataset([noise, synth], crop=20, train=True, seed=seed, flip=flip)
+            never = FrameDataset([noise, synth], crop=20, train=True, seed=seed, flip=False)
+            for i in range(len(ds)):
+                assert torch.equal(ds[i]["x"], never[i]["x"]) or torch.equal(ds[i]["x"], never[i]["x"].flip(-1))
+                if not torch.equal(ds[i]["x"], never[i]["x"]):  # the same crop, mirrored
+                    mirrored[flip].add(ds.locate(i)[0].name)
+    assert mirrored == {None: {"noise"}, True: {"noise", synth.name}}
 
 
 # --- splits ---------------------------------------------------------------------------------------
@@ -237,6 +229,28 @@ def test_frame_dataset_crops_depend_only_on_seed_epoch_index():
     frame = videos[1].frames()[1]
     assert torch.equal(val[4]["x"], frame[:, 6:14, 8:16].float() / 255)  # center crop
     assert len(FrameDataset(videos, crop=8, frame_step=2)) == 6
+
+
+def test_colour_jitter_is_per_item_seeded_and_keeps_the_crop():
+    videos = [Video(f"r{k}", k, 3, partial(noise_frames, k)) for k in range(2)]
+    plain = FrameDataset(videos, crop=8, train=True, seed=5, flip=False)
+    jit = FrameDataset(videos, crop=8, train=True, seed=5, flip=False, colour_jitter=0.4)
+    same = FrameDataset(videos, crop=8, train=True, seed=5, flip=False, colour_jitter=0.4)
+    for i in range(len(plain)):
+        x, y = plain[i]["x"], jit[i]["x"]
+        assert torch.equal(y, same[i]["x"]) and y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+        assert not torch.allclose(x, y)
+        # each output channel is an affine map of one input channel (the same crop, channels shuffled)
+        fits = [[abs(float(torch.corrcoef(torch.stack([x[a].flatten(), y[b].flatten()]))[0, 1])) for a in range(3)]
+                for b in range(3)]
+        assert sorted(max(range(3), key=lambda a: row[a]) for row in fits) == [0, 1, 2]
+        assert all(max(row) > 0.99 for row in fits)
+    assert torch.equal(FrameDataset(videos, crop=8, colour_jitter=0.4)[0]["x"], FrameDataset(videos, crop=8)[0]["x"])
+    still = Video("still", -1, 3, lambda: noise_frames(0)[:1].expand(3, 3, 20, 24))
+    x = ClipDataset([still], length=3, crop=8, train=True, colour_jitter=0.4)[0]["x"]
+    assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])  # one jitter for all frames of a clip
+    with pytest.raises(DataError):
+        FrameDataset(videos, crop=8, colour_jitter=-1)
 
 
 def test_clip_windows_stay_in_one_video_and_include_the_last():
