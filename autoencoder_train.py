@@ -30,17 +30,17 @@ import sys
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data import DataError, FrameDataset, describe_split, load_videos, require_labels, split_videos
 from models import MODELS, FrameCodec, build_model, load_model
 from utils import plots
 from utils.channel_loss import sample_masks
-from utils.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint, unwrap
-from utils.distributed import cleanup_distributed, init_distributed
+from utils.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, unwrap
+from utils.distributed import init_distributed
 from utils.frame_eval import eval_levels, reconstructions, sweep
-from utils.quant import DEFAULT_BITS, calibrate, straight_through_quantizer
+from utils.quant import DEFAULT_BITS, calibrate, training_quantizer
 from utils.training import (
     EpochSampler,
     MetricsLog,
@@ -51,7 +51,9 @@ from utils.training import (
     newest_checkpoint,
     prepare_run_dir,
     restore_rng,
+    run_main,
     seed_file_name,
+    spaced,
     step_generator,
     write_json,
 )
@@ -68,19 +70,11 @@ def parse_args(argv):
     p.add_argument("--model-args", default="{}", help="JSON constructor arguments, e.g. '{\"width\": 96}'")
     p.add_argument("--cls-weight", type=float, default=0.05,
                    help="weight of the cross-entropy term for models with a classifier head")
+    p.add_argument("--colour-jitter", type=float, default=None,
+                   help="training colour jitter s (RGB channels shuffled, gain 1+-s, offset +-s/4; see "
+                        "data/datasets.py); default 0.4 for models with a classifier head, else 0")
     add_common_args(p, epochs=8, batch_size=8, lr=1e-3)
     return p.parse_args(argv)
-
-
-def make_quantizer(bits: int, init_ckpt: dict | None):
-    """Fake quantisation for ``--quantize BITS``: the calibrated ranges of the initial weights when
-    they were calibrated for these bits (what the wire will use), else per-frame ranges."""
-    if not bits:
-        return None
-    cal = ((init_ckpt or {}).get("extra") or {}).get("codec")
-    if cal and int(cal["bits"]) == bits:
-        return straight_through_quantizer(bits, cal["lo"], cal["hi"])
-    return straight_through_quantizer(bits)
 
 
 def build_data(args, needs_labels: bool):
@@ -93,28 +87,15 @@ def build_data(args, needs_labels: bool):
         n = len(videos.videos)
         raise DataError(f"{n} video(s) cannot be split by video into train and held-out sets; give at least 3")
     crop = args.crop or args.size
-    train = FrameDataset(split["train"], crop=crop, train=True, seed=args.seed)
+    jitter = args.colour_jitter if args.colour_jitter is not None else (0.4 if needs_labels else 0.0)
+    train = FrameDataset(split["train"], crop=crop, train=True, seed=args.seed, colour_jitter=jitter)
     val = FrameDataset(split["val"] or split["test"], crop=args.size, train=False)
     test = FrameDataset(split["test"] or split["val"], crop=args.size, train=False)
     return videos, split, train, val, test
 
 
-def spaced(dataset, n: int):
-    """At most n evenly spaced items (keeps evaluation affordable on a CPU)."""
-    if len(dataset) <= n:
-        return dataset
-    return Subset(dataset, [round(i * (len(dataset) - 1) / max(n - 1, 1)) for i in range(n)])
-
-
 def main(argv=None):
-    args = parse_args(argv if argv is not None else sys.argv[1:])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return train(args)
-    except (DataError, CheckpointError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
-    finally:
-        cleanup_distributed()
+    return run_main(train, parse_args(argv if argv is not None else sys.argv[1:]))
 
 
 def train(args):
@@ -127,6 +108,7 @@ def train(args):
     videos, split, train_ds, val_ds, test_ds = build_data(args, needs_labels)
     if needs_labels:
         model_kwargs.setdefault("num_classes", len(videos.classes))
+        model_kwargs.setdefault("classes", list(videos.classes))
     model = build_model(args.model, **model_kwargs)
     crop = args.crop or args.size
     model.check_size(crop, crop)
@@ -173,7 +155,7 @@ def train(args):
         write_json(run_dir / "args.json", vars(args))
         write_json(run_dir / "split.json", describe_split(split))
     metrics = MetricsLog(run_dir, env.is_main)
-    quantizer = make_quantizer(args.quantize, init_ckpt)
+    quantizer = training_quantizer(args.quantize, init_ckpt)
     amp = autocast(env.device, args.amp)
     net = DDP(model) if env.distributed else model
     if args.compile:

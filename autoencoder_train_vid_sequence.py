@@ -44,7 +44,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from autoencoder_train import FRAME_MODELS, make_quantizer, spaced
+from autoencoder_train import FRAME_MODELS
 from data import ClipDataset, DataError, describe_split, load_videos, split_videos
 from models import MODELS, FrameCodec, build_model, load_model
 from utils import plots, temporal_eval
@@ -56,8 +56,8 @@ from utils.checkpoint import (
     save_checkpoint,
     unwrap,
 )
-from utils.distributed import cleanup_distributed, init_distributed
-from utils.quant import DEFAULT_BITS, calibrate
+from utils.distributed import init_distributed
+from utils.quant import DEFAULT_BITS, calibrate, training_quantizer
 from utils.training import (
     EpochSampler,
     MetricsLog,
@@ -68,6 +68,8 @@ from utils.training import (
     newest_checkpoint,
     prepare_run_dir,
     restore_rng,
+    run_main,
+    spaced,
     step_generator,
     write_json,
 )
@@ -117,11 +119,9 @@ def parse_args(argv):
                    help="test videos in the final evaluation (evenly spaced over the test split)")
     p.add_argument("--eval-levels", type=int_list, default=None,
                    help="lost channels evaluated (default 0, 1/4, 1/2, 3/4, 7/8 of the channels)")
-    add_common_args(p, epochs=10, batch_size=4, lr=1e-3)
+    add_common_args(p, epochs=10, batch_size=4, lr=1e-3,
+                    drops_help="max channels lost per frame (0: no loss, the seed's first command)")
     p.set_defaults(drops=0, crop=112, val_frames=16, val_every=5, drop_mode="mixed")
-    for action in p._actions:  # add_common_args describes the frame script's --drops default
-        if action.dest == "drops":
-            action.help = "max channels lost per frame (0: no loss, the seed's first command)"
     return p.parse_args(argv)
 
 
@@ -195,14 +195,7 @@ def final_name(model: str, drops: int, best: bool = False) -> str:
 
 
 def main(argv=None):
-    args = parse_args(argv if argv is not None else sys.argv[1:])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return train(args)
-    except (DataError, CheckpointError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
-    finally:
-        cleanup_distributed()
+    return run_main(train, parse_args(argv if argv is not None else sys.argv[1:]))
 
 
 def train(args):
@@ -270,7 +263,7 @@ def train(args):
         write_json(run_dir / "args.json", vars(args))
         write_json(run_dir / "split.json", describe_split(split))
     metrics = MetricsLog(run_dir, env.is_main)
-    quantizer = make_quantizer(args.quantize, init_ckpt)
+    quantizer = training_quantizer(args.quantize, init_ckpt)
     amp = autocast(env.device, args.amp)
     decode = args.pixel_weight > 0
     net = DDP(model, find_unused_parameters=not decode) if env.distributed else model

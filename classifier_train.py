@@ -36,12 +36,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from autoencoder_train import spaced
 from data import DataError, FrameDataset, describe_split, load_videos, require_labels, split_videos
 from models import MODELS, build_model
 from models.classifier import predict
-from utils.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint, unwrap
-from utils.distributed import cleanup_distributed, init_distributed
+from utils.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, unwrap
+from utils.distributed import init_distributed
 from utils.training import (
     EpochSampler,
     MetricsLog,
@@ -51,6 +50,8 @@ from utils.training import (
     newest_checkpoint,
     prepare_run_dir,
     restore_rng,
+    run_main,
+    spaced,
     step_generator,
     write_json,
 )
@@ -85,14 +86,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    args = parse_args(argv if argv is not None else sys.argv[1:])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return train(args)
-    except (DataError, CheckpointError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
-    finally:
-        cleanup_distributed()
+    return run_main(train, parse_args(argv if argv is not None else sys.argv[1:]))
 
 
 def build_data(args):

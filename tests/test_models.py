@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models import MODELS, FrameCodec, build_model, load_model
 from utils.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
@@ -84,3 +85,46 @@ def test_load_model_refuses_another_model_and_garbage(tmp_path):
         load_model(bad)
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize("ste", [True, False])
+def test_pnc_clamp_forward_is_the_prototypes_and_gradient_passes_only_straight_through(ste):
+    torch.manual_seed(0)
+    model = build_model("PNC", ste_clamp=ste)
+    with torch.no_grad():
+        model.final.bias.copy_(torch.tensor([-5.0, 0.5, 5.0]))  # red far below 0, blue far above 1
+    x = torch.rand(1, 3, 28, 28)
+    out = model(x)["x_hat"]
+    assert torch.all(out[:, 0] == 0) and torch.all(out[:, 2] == 1)  # forward: the hard clamp either way
+    F.mse_loss(out, x).backward()
+    grad = model.final.bias.grad
+    if ste:  # the straight-through clamp pushes red up and blue down, back into [0, 1]
+        assert grad[0] < 0 < grad[2]
+    else:  # the hard clamp gives no gradient: those channels stay dead
+        assert grad[0] == 0 and grad[2] == 0
+
+
+def test_joint_head_keeps_class_names_and_learns_a_latent_cue():
+    """Encoder + head, trained on cross-entropy alone, separate held-out frames of two classes that
+    differ only in brightness (in eval mode, i.e. with BatchNorm's running statistics)."""
+    torch.manual_seed(0)
+    model = build_model("PNC_with_classification", num_classes=2, classes=["dark", "bright"])
+    assert load_model(make_checkpoint(model)).classes == ["dark", "bright"]
+    with pytest.raises(ValueError, match="class names"):
+        build_model("PNC_with_classification", num_classes=3, classes=["a"])
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(32) % 2
+
+    def frames():
+        return (0.3 * torch.rand(32, 3, 56, 56, generator=g) + 0.2 + 0.4 * y[:, None, None, None]).clamp(0, 1)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x = frames()
+    for _ in range(40):
+        loss = F.cross_entropy(model(x)["logits"], y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        assert (model(frames())["logits"].argmax(1) == y).float().mean() == 1.0

@@ -286,7 +286,7 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates
     runners = {m: make_baseline(m, reference, target_bytes=target) for m in tqdm(
         baselines, desc="encode baselines", disable=not progress, leave=False)}
     targets = classifier_targets(seq, classifier) if classifier is not None else None
-    head_targets = seq.labels if hasattr(model, "classify") and seq.labelled else None
+    head_targets = classifier_targets(seq, model) if hasattr(model, "classify") and seq.labelled else None
     strip_at = min(rates, key=lambda r: abs(r - strip_rate))
     fills = ["zero"] + (["convlstm"] if temporal is not None else [])
     rows, strip = [], {}

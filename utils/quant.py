@@ -104,6 +104,18 @@ def straight_through_quantizer(bits: int, lo: torch.Tensor | None = None, hi: to
     return quantizer
 
 
+def training_quantizer(bits: int, init_ckpt: dict | None = None):
+    """The fake quantiser of the training scripts' ``--quantize BITS`` (None when 0): the calibrated
+    ranges of the initial weights when they were calibrated for these bits (what the wire will use),
+    else per-frame ranges."""
+    if not bits:
+        return None
+    cal = ((init_ckpt or {}).get("extra") or {}).get("codec")
+    if cal and int(cal["bits"]) == bits:
+        return straight_through_quantizer(bits, cal["lo"], cal["hi"])
+    return straight_through_quantizer(bits)
+
+
 @torch.no_grad()
 def calibrate(model, batches: Iterable[torch.Tensor], bits: int = DEFAULT_BITS, clip: float = 1e-4,
               max_frames: int = 512, seed: int = 0) -> dict[str, torch.Tensor]:

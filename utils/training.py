@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DistributedSampler, Sampler
+from torch.utils.data import DistributedSampler, Sampler, Subset
 
 from utils.channel_loss import TRAIN_MODES
+from utils.distributed import cleanup_distributed
 
 log = logging.getLogger(__name__)
 RUNS_ROOT = Path("runs")
@@ -33,8 +34,28 @@ SEED_SUFFIX = {"none": "no_dropouts", "tail": "w_taildrops", "random": "w_random
                "burst": "w_burst_drops", "mixed": "w_mixed_drops"}
 
 
-def add_common_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float) -> None:
-    """Flags both training scripts share (kebab-case; the seed's snake_case kept as aliases)."""
+def run_main(train, args) -> object:
+    """What every training script's main() does around ``train(args)``: logging, one-line errors
+    for bad data, checkpoints or values (exit status 1, no traceback), and the process group's cleanup."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return train(args)
+    except ValueError as e:  # DataError and CheckpointError are ValueErrors
+        raise SystemExit(f"error: {e}") from None
+    finally:
+        cleanup_distributed()
+
+
+def spaced(dataset, n: int):
+    """At most n evenly spaced items of a dataset (keeps evaluation affordable on a CPU)."""
+    if len(dataset) <= n:
+        return dataset
+    return Subset(dataset, [round(i * (len(dataset) - 1) / max(n - 1, 1)) for i in range(n)])
+
+
+def add_common_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
+                    drops_help: str = "max channels dropped per sample (default: 3/4 of the latent channels)") -> None:
+    """Flags both autoencoder training scripts share (kebab-case; the seed's snake_case kept as aliases)."""
     p.add_argument("--data", nargs="+", default=None,
                    help="data sources: 'sample' (embedded clips and photos), 'synthetic' (labelled clips), "
                         "or paths (UCF Sports frames, <class>/<video>/<frame>, video files or folders, photos)")
@@ -45,8 +66,7 @@ def add_common_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int,
     p.add_argument("--drop-mode", "--drop_mode", choices=TRAIN_MODES, default="random",
                    help="channel loss during training: tail (PNC), random (GRACE), burst, mixed (one of the "
                         "three per sample), none")
-    p.add_argument("--drops", type=int, default=None,
-                   help="max channels dropped per sample (default: 3/4 of the latent channels)")
+    p.add_argument("--drops", type=int, default=None, help=drops_help)
     p.add_argument("--curriculum", type=float, default=0.0,
                    help="fraction of training over which the max drop ramps linearly up to --drops (0 = off)")
     p.add_argument("--model-path", "--model_path", default=None, help="initialise weights from this checkpoint")
