@@ -128,10 +128,11 @@ def test_synthetic_frames_show_their_motion_and_mirrors_reverse_it():
 
 
 def test_training_items_never_mirror_synthetic_clips():
-    args = autoencoder_train.parse_args(["--model", "PNC_with_classification", "--size", "28"])
+    args = autoencoder_train.parse_args(["--model", "PNC_with_classification", "--size", "28", "--data", "synthetic"])
     assert autoencoder_train.build_data(args, needs_labels=True)[2].colour_jitter == 0.4  # the default with labels
-    args = autoencoder_train.parse_args(["--model", "PNC_with_classification", "--size", "28", "--colour-jitter", "0"])
-    videos, split, train, _, _ = autoencoder_train.build_data(args, needs_labels=True)  # synthetic by default
+    args = autoencoder_train.parse_args(["--model", "PNC_with_classification", "--size", "28", "--colour-jitter", "0",
+                                         "--data", "synthetic"])
+    videos, split, train, _, _ = autoencoder_train.build_data(args, needs_labels=True)
     assert not any(flip_invariant(v) for v in videos.videos)
     assert any(v.name.startswith("synthetic/move_left") for v in split["train"])
     for epoch in range(3):

@@ -46,6 +46,14 @@ def test_two_step_run_of_each_model(tmp_path, model):
     assert not set(split["train"]) & (set(split["val"]) | set(split["test"]))
 
 
+def test_head_models_default_to_the_shipped_recipe():
+    head = vars(autoencoder_train.parse_args(["--model=PNC_with_classification"]))
+    assert {k: head[k] for k in autoencoder_train.HEAD_DEFAULTS} == autoencoder_train.HEAD_DEFAULTS
+    assert autoencoder_train.parse_args(["--model=PNC_with_classification", "--size", "224"]).size == 224
+    plain = vars(autoencoder_train.parse_args(["--model=PNC"]))
+    assert (plain["data"], plain["size"], plain["cls_weight"], plain["curriculum"]) == (None, 224, 0.05, 0.0)
+
+
 def test_seed_names_follow_drop_mode(tmp_path):
     out = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1", "--drop-mode", "tail")
     assert (out / "LRAE_VC_final_w_taildrops.pth").is_file()

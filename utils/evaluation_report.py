@@ -60,17 +60,16 @@ def markdown(payload: dict) -> str:
              "byte budget. Bytes are payload bytes sent per frame (headers not counted); PSNR/SSIM on the "
              "displayed 8-bit frames; *fresh* = share of frames showing their own decode; ms per frame.", "",
              "| method | loss % | bytes/frame | packets | bpp | PSNR dB | SSIM | MS-SSIM | SSIM dB | fresh | "
-             "accuracy | enc ms | dec ms | settings |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "accuracy | head acc | enc ms | dec ms | settings |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in payload["results"]:
-        acc = r["accuracy"] if r["accuracy"] is not None else r.get("head_accuracy")
-        acc_txt = _fmt(acc, ".3f") + (" (head)" if r["accuracy"] is None and acc is not None else "")
         settings = ", ".join(f"{k}={v}" for k, v in r.get("params", {}).items()
                              if k in ("quality", "crf", "bits", "fec", "over_budget"))
         lines.append(f"| {r['method']} | {100 * r['loss_rate']:g} | {_fmt(r['bytes_per_frame'], '.0f')} | "
                      f"{_fmt(r['packets_per_frame'], '.1f')} | {_fmt(r['bpp'], '.3f')} | {_fmt(r['psnr'])} | "
                      f"{_fmt(r['ssim'], '.4f')} | {_fmt(r['ms_ssim'], '.4f')} | {_fmt(r['ssim_db'])} | "
-                     f"{_fmt(r['fresh_frames'], '.2f')} | {acc_txt} | {_fmt(r['encode_ms'])} | "
+                     f"{_fmt(r['fresh_frames'], '.2f')} | {_fmt(r['accuracy'], '.3f')} | "
+                     f"{_fmt(r.get('head_accuracy'), '.3f')} | {_fmt(r['encode_ms'])} | "
                      f"{_fmt(r['decode_ms'])} | {settings} |")
     return "\n".join(lines) + "\n"
 
@@ -91,10 +90,11 @@ def plot_quality(rows: list[dict], path: Path, title: str) -> None:
     for method, rs in _by_method(rows).items():
         colour, marker, ls = STYLE.get(method, ("0.5", ".", "-"))
         for ax, (key, label) in zip(axes[0], panels):
-            values = [r[key] if key != "accuracy" or r[key] is not None else r.get("head_accuracy") for r in rs]
-            pts = [(100 * r["loss_rate"], v) for r, v in zip(rs, values) if v is not None]
-            if pts:
-                ax.plot(*zip(*pts), color=colour, marker=marker, ls=ls, ms=4, label=method)
+            lines = [(key, ls, method)] + ([("head_accuracy", ":", f"{method} (head)")] if key == "accuracy" else [])
+            for k, style, name in lines:
+                pts = [(100 * r["loss_rate"], r.get(k)) for r in rs if r.get(k) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), color=colour, marker=marker, ls=style, ms=4, label=name)
             ax.set(xlabel="packet loss (%)", ylabel=label)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
