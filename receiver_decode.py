@@ -240,6 +240,16 @@ class FrameSink:
         return summary
 
 
+def one_line(summary: dict) -> str:
+    """The figures of a summary that fit a log line."""
+    parts = [f"{summary['bytes_per_frame'] or 0:.0f} B/frame",
+             f"{summary['frames_lost']} lost",
+             f"latency p50 {summary['latency_ms_p50'] or 0:.1f} ms"]
+    if summary.get("mean_psnr") is not None:
+        parts.append(f"PSNR {summary['mean_psnr']:.2f} dB")
+    return ", ".join(parts)
+
+
 @torch.no_grad()
 def warm_up(model, size: int = 224) -> None:
     """One decode before the first frame, so its latency is not the allocator's and kernels' warm-up."""
@@ -294,7 +304,9 @@ def serve(args, model, codec, temporal, classifier) -> dict:
                 sink.handle(frame)
             if active and reasm.stream is None:
                 sink.writer.flush()
-                log.info("stream ended after %d frames", sink.stream_frames)
+                this_stream = sink.records[len(sink.records) - sink.stream_frames:]
+                log.info("stream ended after %d frames: %s%s", sink.stream_frames, one_line(summarize(this_stream)),
+                         "" if args.once else "; waiting for the next stream (Ctrl+C: summary of all, exit)")
                 if args.once:
                     break
             elif args.once and reasm.stream is None and (
