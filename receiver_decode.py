@@ -142,7 +142,8 @@ class FrameSink:
             fill_s = time.perf_counter() - t1
             if late:
                 return self.last, z_used, fill_s, "skipped_late"
-            return self.model.decode(z_used), z_used, fill_s, "temporal" if received < mask.shape[1] else None
+            x_hat = self.model.decode(z_used, self.temporal.decoder_mask(self.state))
+            return x_hat, z_used, fill_s, "temporal" if received < mask.shape[1] else None
         x_hat, concealment = self.zero_fill(z, mask, received, late, self.last)
         return x_hat, z, 0.0, concealment
 
@@ -193,7 +194,8 @@ class FrameSink:
         if self.classifier is not None:
             logits = self.classifier(x_hat)["logits"]
         elif hasattr(self.model, "classify"):
-            logits = self.model.classify(z_used, mask if self.temporal is None else torch.ones_like(mask))
+            used = mask if self.temporal is None else self.temporal.decoder_mask(self.state)
+            logits = self.model.classify(z_used, used)
         if logits is not None:
             prob = torch.softmax(logits.float(), dim=1)[0]
             rec["pred"], rec["pred_prob"] = int(prob.argmax()), round(float(prob.max()), 4)

@@ -13,6 +13,10 @@ LSTM Network", NeurIPS 2015. What changed, and why:
 - Received channels are passed through untouched: ``z_filled = where(mask, z, prediction)``, which for
   a 0/1 mask is ``mask*z + (1-mask)*prediction`` and is *bitwise* the received value wherever
   mask = 1 (torch.where selects, it does not compute), whatever the prediction holds.
+- The filled latent is decoded with the mask of the channels received *at least once so far* in the
+  stream (``decoder_mask``): a channel that never arrived has no past to fill it from, so the frame
+  decoder treats it as lost, exactly as zero-fill does (with an all-ones mask the fill of never-seen
+  tail channels cost 2 dB against zero-fill). The same rule as the copy-previous baseline.
 - A stateful ``step`` for live use: the receiver calls it frame after frame without resetting the
   state, and gets exactly what ``forward`` computes on the whole sequence (same code path; tested).
 - ``bidirectional=True`` adds a backward ConvLSTM over the received latents, its states aligned in time
@@ -72,8 +76,10 @@ class ConvLSTMAE(nn.Module):
 
     x_seq: (B,T,3,H,W) in [0,1]; mask_seq: (B,T,C), 1 = received (None = everything arrived).
     ``forward`` -> {"x_hat": (B,T,3,H,W), "z_filled": (B,T,C,h,w), "z": (B,T,C,h,w) as received
-    (lost channels zero), "z_sent": the encoder's latent before loss, "mask": (B,T,C)}.
-    ``step(z_t (B,C,h,w), mask_t (B,C), state) -> (z_filled_t, state)``; state None = first frame.
+    (lost channels zero), "z_sent": the encoder's latent before loss, "mask": (B,T,C),
+    "decoder_mask": (B,T,C) channels received at least once up to t}.
+    ``step(z_t (B,C,h,w), mask_t (B,C), state) -> (z_filled_t, state)``; state None = first frame;
+    decode ``z_filled_t`` with ``decoder_mask(state)``.
 
     The LSTM runs at the latent resolution (32x32 for PNC16 at 224) in float32 even under autocast;
     ``hidden`` (default 32) keeps it cheap next to the frame decoder. Per step its input is
@@ -137,13 +143,19 @@ class ConvLSTMAE(nn.Module):
         with torch.autocast(z.device.type, enabled=False):
             planes = mask.float()[:, :, None, None].expand(z.shape).contiguous()
             received = apply_mask(z.float(), mask)
-            cells, prev = state if state is not None else (None, torch.zeros_like(received))
+            cells, prev, seen = state if state is not None else (None, torch.zeros_like(received), None)
+            seen = mask.float() if seen is None else torch.maximum(seen, mask.float())
             inp = torch.cat([self._norm(received) * planes, planes, self._norm(prev)], dim=1)
             h, cells = run_cells(self.cells, inp, cells)
             features = [h, inp] if context is None else [h, context, inp]
             prediction = prev + self.head(torch.cat(features, dim=1)) * self.latent_std[:, None, None]
             filled = torch.where(planes > 0.5, received, prediction)
-        return filled, (cells, filled)
+        return filled, (cells, filled, seen)
+
+    @staticmethod
+    def decoder_mask(state) -> torch.Tensor:
+        """(B,C) mask to decode the latest filled latent with: the channels received at least once."""
+        return state[2]
 
     def _norm(self, z: torch.Tensor) -> torch.Tensor:
         return (z - self.latent_mean[:, None, None]) / self.latent_std[:, None, None]
@@ -184,7 +196,7 @@ class ConvLSTMAE(nn.Module):
         """x_seq (B,T,3,H,W), mask_seq (B,T,C) or None. ``decode=False`` skips the decoder (x_hat None);
         ``frames`` decodes only those time steps (x_hat (B,len(frames),3,H,W); training on a CPU budget).
 
-        The filled latent is decoded with an all-ones mask: after filling, every channel holds a value.
+        The filled latent is decoded with ``decoder_mask``: the channels received at least once so far.
         """
         z_sent = self.encode(x_seq)
         if quantizer is not None:
@@ -194,8 +206,10 @@ class ConvLSTMAE(nn.Module):
         mask_seq = mask_seq.to(z_sent.device, torch.float32)
         z = apply_mask(z_sent, mask_seq)
         z_filled, _ = self.fill(z, mask_seq)
+        seen = torch.cummax(mask_seq, dim=1).values
         x_hat = None
         if decode:
-            picked = z_filled if frames is None else z_filled[:, frames]
-            x_hat = self.decode(picked, torch.ones(picked.shape[:3], device=picked.device))
-        return {"x_hat": x_hat, "z_filled": z_filled, "z": z, "z_sent": z_sent, "mask": mask_seq}
+            picked = (z_filled, seen) if frames is None else (z_filled[:, frames], seen[:, frames])
+            x_hat = self.decode(*picked)
+        return {"x_hat": x_hat, "z_filled": z_filled, "z": z, "z_sent": z_sent, "mask": mask_seq,
+                "decoder_mask": seen}

@@ -89,7 +89,30 @@ def test_live_step_equals_sequence_forward():
         for t in range(7):
             filled, state = model.step(out["z"][:, t], mask[:, t], state)
             steps.append(filled)
+            assert torch.equal(model.decoder_mask(state), out["decoder_mask"][:, t])
     assert torch.allclose(torch.stack(steps, 1), out["z_filled"], atol=1e-6)
+
+
+def test_channels_never_received_are_decoded_as_lost():
+    """A tail that never arrived has no past to fill it from: the fill decodes exactly as zero-fill."""
+    model = tiny()
+    with torch.no_grad():
+        model.head[-1].weight.normal_()  # a trained-looking head that predicts something everywhere
+    mask = torch.ones(1, 5, 16)
+    mask[:, :, 10:] = 0  # channels 10.. never arrive
+    mask[:, 2:, 3] = 0  # channel 3 arrives in frames 0-1 only: filled afterwards
+    x = torch.rand(1, 5, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x, mask)
+        zero_fill = model.ae.decode(out["z"][0], mask[0])
+    expected = mask.clone()
+    expected[:, :, 3] = 1
+    assert torch.equal(out["decoder_mask"], expected)
+    assert not torch.allclose(out["z_filled"][:, :, 10:], torch.zeros(1))  # predicted, but not used:
+    assert torch.allclose(out["x_hat"][0, :2], zero_fill[:2], atol=1e-6)  # frames 0-1 lost only the tail
+    with torch.no_grad():  # later frames: channel 3 filled and used, the tail still decoded as lost
+        assert torch.allclose(out["x_hat"][0], model.ae.decode(out["z_filled"][0], expected[0]), atol=1e-6)
+        assert not torch.allclose(out["x_hat"][0, 2:], zero_fill[2:], atol=1e-4)
 
 
 def test_untrained_model_is_copy_previous():

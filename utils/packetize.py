@@ -292,10 +292,10 @@ def decode_packets(packets, codec: WireCodec, geometry: tuple[int, int, int] | N
 @torch.no_grad()
 def decode_latent(model, z: torch.Tensor, mask: torch.Tensor, temporal=None, state=None):
     """Received latent -> (x_hat (1,3,H,W) in [0,1], state). With a temporal model (``step`` API),
-    lost channels are filled from the past first and the filled latent is decoded as complete."""
+    lost channels are filled from the past first; the channels never received yet stay lost."""
     if temporal is not None:
         z, state = temporal.step(z, mask, state)
-        return model.decode(z), state
+        return model.decode(z, temporal.decoder_mask(state)), state
     return model.decode(z, mask), state
 
 

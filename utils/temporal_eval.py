@@ -103,7 +103,7 @@ def apply_fill(fill: str, model, z_sent: torch.Tensor, mask: torch.Tensor):
     if fill == "copy":
         return copy_previous(received, mask), torch.cummax(mask, dim=1).values
     if fill == "convlstm":
-        return model.fill(received, mask)[0], torch.ones_like(mask)
+        return model.fill(received, mask)[0], torch.cummax(mask, dim=1).values  # as model.forward decodes
     raise ValueError(f"unknown fill {fill!r}; choose from {', '.join(FILLS)}")
 
 
