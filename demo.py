@@ -201,10 +201,18 @@ def fmt(value, spec: str = ".2f", unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{unit}"
 
 
+def shown(path: str) -> str:
+    """A path as the user typed it: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def report(summary: dict) -> str:
     tx, rx, ev, files = summary["sender"], summary["receiver"], summary["evaluate"], summary["files"]
     drops = ", ".join(f"{k} {v}" for k, v in rx.get("dropped_packets", {}).items()) or "none"
-    plots = ", ".join(ev.get("plots", [])) or f"none ({ev.get('skipped', 'evaluate.py wrote no png')})"
+    plots = ", ".join(map(shown, ev.get("plots", []))) or f"none ({ev.get('skipped', 'evaluate.py wrote no png')})"
     lines = [
         f"LRAE-VC demo: {rx['frames']} frames of {summary['input']} streamed over TCP on 127.0.0.1 with "
         f"emulated packet loss {summary['loss']} (seed {summary['seed']})",
@@ -217,10 +225,10 @@ def report(summary: dict) -> str:
         f" | {fmt(rx.get('mean_ssim'), '.3f')})",
         f"  latency        p50 {fmt(rx['latency_ms_p50'], '.1f', ' ms')}, p95 {fmt(rx['latency_ms_p95'], '.1f', ' ms')}"
         " (capture to decoded frame, ConvLSTM fill)",
-        f"  side by side   {files['side_by_side']}",
-        f"  per frame      {files['metrics']}",
+        f"  side by side   {shown(files['side_by_side'])}",
+        f"  per frame      {shown(files['metrics'])}",
         f"  quality/loss   {plots}",
-        f"  took {summary['seconds']:.0f} s; everything is in {files['out_dir']}",
+        f"  took {summary['seconds']:.0f} s; everything is in {shown(files['out_dir'])}",
     ]
     return "\n".join(lines)
 
