@@ -1,8 +1,9 @@
 # Two commands do all set-up on a fresh machine (README): `make demo` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch/torchvision pins that install from this project's CPU machines' local wheel cache;
-# on a GPU node pick the build for your CUDA, e.g. `make venv TORCH="torch torchvision"`.
+# torch/torchvision pins: the pair with a working torchvision on this project's machines (installed
+# from their local wheel cache; the torch wheel bundles CUDA libraries, so .venv is about 6 GB).
+# On a GPU node pick the build for your CUDA, e.g. `make venv TORCH="torch torchvision"`.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: venv test lint demo
