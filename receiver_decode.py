@@ -37,7 +37,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -270,10 +272,10 @@ def serve(args, model, codec, temporal, classifier) -> dict:
     sink = FrameSink(args, model, codec, temporal, classifier)
     drops = DropLog(log)
     host, port = rx.address[:2]
-    print(f"Listening on {host}:{port}", flush=True)
     last_datagram = None  # --once: give up on a sender whose packets are all refused
     last_valid = time.time()  # TCP: close a connection that sends nothing valid for --idle-timeout
-    try:
+    try:  # from "Listening on" on, Ctrl+C / SIGTERM end here with the summary
+        print(f"Listening on {host}:{port}", flush=True)
         while True:
             wait = reasm.next_timeout()
             ev = rx.poll(0.5 if wait is None else min(wait, 0.5))
@@ -326,10 +328,24 @@ def serve(args, model, codec, temporal, classifier) -> dict:
     return summary
 
 
+def stop_on_signals() -> None:
+    """Ctrl+C (SIGINT) and SIGTERM both end the receiver cleanly: the summary is printed and summary.json
+    written. SIGINT is re-armed because a non-interactive shell starts background jobs with it ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set there (e.g. main() called from a test thread)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, args.threads))
+    stop_on_signals()
     try:
         models = load_models(args)
         summary = serve(args, *models)

@@ -238,6 +238,18 @@ def wait_listening(proc) -> str:
     raise AssertionError("receiver exited before listening")
 
 
+def test_sigterm_and_a_background_sigint_end_the_receiver_with_its_summary(tmp_path, assets):
+    ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731 (as `cmd &` in a script)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        out = tmp_path / sig.name
+        rx = cli(str(ROOT / "receiver_decode.py"), "--model_path", assets["ckpt"], "--host", "127.0.0.1",
+                 "--port", "0", "--out-dir", str(out), preexec_fn=ignore_sigint)
+        wait_listening(rx)
+        rx.send_signal(sig)
+        assert rx.wait(60) == 0, (sig, rx.stdout.read())
+        assert json.loads((out / "summary.json").read_text())["frames"] == 0
+
+
 def test_cli_once_with_reference(tmp_path, assets):
     rx = cli(str(ROOT / "receiver_decode.py"), "--model_path", assets["ckpt"], "--host", "127.0.0.1", "--port", "0",
              "--out-dir", str(tmp_path / "out"), "--once", "--reference", assets["video"], "--deadline-ms", "60000")
