@@ -24,11 +24,10 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from data import DataError, load_videos, read_frames
+from utils.baselines import encode_image
 
 log = logging.getLogger("prepare_frames")
 
@@ -47,8 +46,8 @@ def parse_args(argv):
 
 
 def save(frame, path: Path, quality: int) -> None:
-    """uint8 (3,H,W) tensor -> JPEG file."""
-    Image.fromarray(np.ascontiguousarray(frame.permute(1, 2, 0).numpy())).save(path, quality=quality)
+    """uint8 (3,H,W) tensor -> JPEG file (the JPEG baseline's encoder)."""
+    path.write_bytes(encode_image(frame, "jpeg", quality))
 
 
 def write_clip(spec: str, out: Path, size: int, max_frames: int | None, quality: int) -> int:
