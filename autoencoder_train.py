@@ -12,7 +12,7 @@ A full run, several GPUs, a cluster::
     torchrun --standalone --nproc_per_node=4 autoencoder_train.py --model PNC16 --drop-mode tail --data /data/ucf
     sbatch --gpus-per-node=4 slurm/train_1node.sbatch --model LRAE_VC --data /data/ucf101
 
-Each run writes a folder (see utils/training.py) with args.json, split.json, metrics.jsonl,
+Each run writes a folder (see training/engine.py) with args.json, split.json, metrics.jsonl,
 last.pth / best.pth (resumable with ``--resume``), the final weights under the seed's name
 (``<model>_final_w_random_drops.pth``, ``_w_taildrops``, ``_no_dropouts``), sweep.json/png,
 loss_curve.png and reconstructions.png. Validation runs every epoch at 0/25/50/75 % of the
@@ -33,15 +33,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from codec.quant import DEFAULT_BITS, calibrate, training_quantizer
 from data import DataError, FrameDataset, describe_split, load_videos, require_labels, split_videos
-from models import MODELS, FrameCodec, build_model, load_model
-from utils import plots
-from utils.channel_loss import sample_masks
-from utils.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, unwrap
-from utils.distributed import init_distributed
-from utils.frame_eval import eval_levels, reconstructions, sweep
-from utils.quant import DEFAULT_BITS, calibrate, training_quantizer
-from utils.training import (
+from evaluation.frame_eval import eval_levels, reconstructions, sweep
+from models import MODELS, build_model, has_head, load_model, model_names
+from network.loss import sample_masks
+from training.distributed import init_distributed
+from training.engine import (
     EpochSampler,
     MetricsLog,
     add_common_args,
@@ -57,9 +55,11 @@ from utils.training import (
     step_generator,
     write_json,
 )
+from utils import plots
+from utils.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, unwrap
 
 log = logging.getLogger("autoencoder_train")
-FRAME_MODELS = sorted(n for n, c in MODELS.items() if issubclass(c, FrameCodec))
+FRAME_MODELS = model_names("frame")
 VAL_FRACTIONS = (0.0, 0.25, 0.5, 0.75)
 
 
@@ -85,7 +85,7 @@ def parse_args(argv):
                         "data/datasets.py); default 0.4 for models with a classifier head, else 0")
     add_common_args(p, epochs=8, batch_size=8, lr=1e-3)
     known, _ = p.parse_known_args(argv)
-    if known.model in MODELS and hasattr(MODELS[known.model], "classify"):
+    if known.model in MODELS and has_head(known.model):
         p.set_defaults(**HEAD_DEFAULTS)
     return p.parse_args(argv)
 
@@ -117,7 +117,7 @@ def train(args):
     if args.batch_size % env.world_size:
         raise SystemExit(f"error: --batch-size {args.batch_size} is not divisible by {env.world_size} processes")
     model_kwargs = json.loads(args.model_args)
-    needs_labels = hasattr(MODELS[args.model], "classify")
+    needs_labels = has_head(args.model)
     videos, split, train_ds, val_ds, test_ds = build_data(args, needs_labels)
     if needs_labels:
         model_kwargs.setdefault("num_classes", len(videos.classes))

@@ -25,9 +25,9 @@ evaluation on the first 8 frames of each test video at 224. A full run::
 
 Training loss: pixel MSE over every frame of the clip (``--pixel-weight``) plus ``--latent-weight`` x the
 MSE of the filled latent against the sent one on the lost channels, divided by each channel's variance.
-Losses are drawn per sample and per frame (``--drop-mode``, ``--pattern``; utils/temporal_eval.py).
+Losses are drawn per sample and per frame (``--drop-mode``, ``--pattern``; evaluation/temporal.py).
 At the end: temporal_eval.json/png on the test split (zero-fill vs copy-previous vs ConvLSTM, per loss
-level and temporal pattern) and the run folder files of utils/training.py.
+level and temporal pattern) and the run folder files of training/engine.py.
 """
 
 from __future__ import annotations
@@ -44,21 +44,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from autoencoder_train import FRAME_MODELS
+from codec.quant import DEFAULT_BITS, calibrate, training_quantizer
 from data import ClipDataset, DataError, describe_split, load_videos, split_videos
-from models import MODELS, FrameCodec, build_model, load_model
-from utils import plots, temporal_eval
-from utils.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    make_checkpoint,
-    primitives,
-    save_checkpoint,
-    unwrap,
-)
-from utils.distributed import init_distributed
-from utils.quant import DEFAULT_BITS, calibrate, training_quantizer
-from utils.training import (
+from evaluation import temporal as temporal_eval
+from models import build_model, kind_of, load_model, model_names
+from training.distributed import init_distributed
+from training.engine import (
     EpochSampler,
     MetricsLog,
     add_common_args,
@@ -73,9 +64,18 @@ from utils.training import (
     step_generator,
     write_json,
 )
+from utils import plots
+from utils.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    make_checkpoint,
+    primitives,
+    save_checkpoint,
+    unwrap,
+)
 
 log = logging.getLogger("autoencoder_train_vid_sequence")
-VIDEO_MODELS = sorted(n for n, c in MODELS.items() if hasattr(c, "step"))
+VIDEO_MODELS = model_names("temporal")
 EVAL_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.875)  # of 16 channels: 0, 4, 8, 12, 14 lost
 
 
@@ -90,7 +90,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, choices=VIDEO_MODELS, help="registry name")
-    p.add_argument("--ae", default="PNC16", choices=FRAME_MODELS, help="frame autoencoder inside the model")
+    p.add_argument("--ae", default="PNC16", choices=model_names("frame"), help="frame autoencoder inside the model")
     p.add_argument("--ae-path", "--ae_path", default=None,
                    help="initialise the frame AE from this frame checkpoint (its model name sets --ae)")
     p.add_argument("--freeze-ae", action="store_true", help="train only the ConvLSTM (default: fine-tune both)")
@@ -164,7 +164,7 @@ def build(args):
         ckpt = load_checkpoint(args.ae_path)
         init = load_model(ckpt)
         init = getattr(init, "ae", init)  # a conv_lstm_ae checkpoint lends its frame AE
-        if not isinstance(init, FrameCodec):
+        if kind_of(init) != "frame":
             raise CheckpointError(f"{args.ae_path} holds a {init.model_name} model, not a frame autoencoder")
         kwargs.update(ae=init.model_name, ae_kwargs=init.config)
     if args.bidirectional:

@@ -17,7 +17,7 @@ gain and an offset per channel; see data/datasets.py): with a dozen scenes per c
 tells the training videos apart by their colours instead of learning the motion cue (on ``synthetic``
 without it: train accuracy 1.0, test accuracy near chance). Cross-entropy, Adam, cosine learning rate.
 
-The run folder (utils/training.py) holds args.json, split.json, metrics.jsonl (train loss/accuracy,
+The run folder (training/engine.py) holds args.json, split.json, metrics.jsonl (train loss/accuracy,
 validation accuracy per epoch), last.pth (``--resume``), ``<model>_best_validation.pth`` (highest
 validation accuracy), ``<model>_final.pth`` (the last weights) and test.json (test-split accuracy).
 Every checkpoint uses the common schema; the class names travel in the model's ``classes`` argument.
@@ -37,11 +37,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data import DataError, FrameDataset, describe_split, load_videos, require_labels, split_videos
-from models import MODELS, build_model
+from models import build_model, model_names
 from models.classifier import predict
-from utils.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, unwrap
-from utils.distributed import init_distributed
-from utils.training import (
+from training.distributed import init_distributed
+from training.engine import (
     EpochSampler,
     MetricsLog,
     autocast,
@@ -55,9 +54,10 @@ from utils.training import (
     step_generator,
     write_json,
 )
+from utils.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, unwrap
 
 log = logging.getLogger("classifier_train")
-CLASSIFIERS = sorted(n for n, c in MODELS.items() if getattr(c, "task", None) == "classify")
+CLASSIFIERS = model_names("classifier")
 
 
 def parse_args(argv):

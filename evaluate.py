@@ -8,15 +8,15 @@
 Frames: the TEST split of ``--data`` (split_videos with ``--seed``; the default "sample" gives the
 carphone clip), or every frame of a single video, at ``--size`` x ``--size``, at most ``--max-frames``
 (0 = all), played as one stream. Ours runs the exact wire path offline, frame by frame: encoder ->
-quantiser -> entropy coder -> packets (utils/packetize.py) -> packet loss -> entropy decoding -> fill ->
+quantiser -> entropy coder -> packets (codec/packetize.py) -> packet loss -> entropy decoding -> fill ->
 decoder, with the temporal state carried across frames. Per loss rate ONE per-packet-slot draw
-(utils.baselines.loss_draws, seeded by ``--seed``) is shared by every method: frame f's packets use
+(evaluation.baselines.loss_draws, seeded by ``--seed``) is shared by every method: frame f's packets use
 slots 0..k-1 of row f, ours channel 0 first. Methods: ``ours`` (lost channels zero-filled),
 ``ours+convlstm`` (with ``--temporal``, or a conv_lstm_ae ``--model_path``: the same packets, filled by
 the ConvLSTM), ``jpeg``/``webp`` at the quality whose mean bytes/frame is closest to ours,
 ``jpeg-best`` (the best JPEG quality within our bytes, per loss rate), ``h264`` (low delay, no
 B-frames, fixed GOP) and ``h264-fec20``/``h264-fec50`` (packet-level FEC), all at 1200 B per packet;
-a frame that cannot be decoded is not displayed (the previous one stays). See utils/evaluation.py.
+a frame that cannot be decoded is not displayed (the previous one stays). See evaluation/runner.py.
 
 Writes to ``--out``: results.json = {"config": {...}, "results": [{"method", "loss_model", "loss_rate",
 "bytes_per_frame", "packets_per_frame", "bpp", "psnr", "ssim", "ms_ssim", "ssim_db", "fresh_frames",
@@ -36,16 +36,15 @@ import sys
 
 import torch
 
+from codec.wire import fingerprint
 from data import DataError
-from models import load_model
-from utils import evaluation
-from utils.baselines import MTU
-from utils.channel_loss import DEFAULT_BURST_LEN
+from evaluation import runner as evaluation
+from evaluation.baselines import MTU
+from evaluation.report import write_all
+from models import kind_of, load_codec_model, load_model
+from network.loss import DEFAULT_BURST_LEN
+from training.engine import prepare_run_dir, safe_name
 from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.evaluation_report import write_all
-from utils.packetize import load_codec_model
-from utils.training import prepare_run_dir, safe_name
-from utils.wire import fingerprint
 
 log = logging.getLogger("evaluate")
 
@@ -113,7 +112,7 @@ def load_models(args):
     if args.classifier:
         cls_ckpt = load_checkpoint(args.classifier)
         classifier = load_model(cls_ckpt)
-        if getattr(classifier, "task", None) != "classify":
+        if kind_of(classifier) != "classifier":
             raise ValueError(f"--classifier {args.classifier} holds a {cls_ckpt['model']} model, not a classifier")
     return model, codec, temporal, load_checkpoint(args.model_path), classifier, cls_ckpt
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data import DataError, load_videos, read_frames
-from utils.baselines import encode_image
+from evaluation.baselines import encode_image
 
 log = logging.getLogger("prepare_frames")
 

@@ -46,12 +46,14 @@ from pathlib import Path
 
 import torch
 
+from codec.packetize import decode_latent
+from codec.wire import PacketError, fingerprint, parse, read_key
+from data import read_frames
+from models import has_head, load_codec_model
+from network.reassembly import Reassembler
+from network.transport import TRANSPORTS, open_receiver
+from playback.output import DropLog, FrameWriter, ReferenceFrames, side_by_side, summarize, to_hwc
 from utils.checkpoint import CheckpointError
-from utils.packetize import decode_latent, load_codec_model
-from utils.reassembly import Reassembler
-from utils.stream_io import DropLog, FrameWriter, ReferenceFrames, side_by_side, summarize, to_hwc
-from utils.transport import TRANSPORTS, open_receiver
-from utils.wire import PacketError, fingerprint, parse, read_key
 
 log = logging.getLogger("receiver")
 MAX_BURST = 256  # packets read back to back before deadlines are checked again
@@ -131,7 +133,7 @@ class FrameSink:
         self.stream_id, self.state, self.last = stream_id, None, None
         self.dir = self.out if self.streams == 0 else self.out / f"stream_{self.streams:02d}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.reference = ReferenceFrames(self.args.reference)
+        self.reference = ReferenceFrames(self.args.reference, read_frames)
         self.streams += 1
         self.stream_frames = 0
 
@@ -195,7 +197,7 @@ class FrameSink:
         logits = None
         if self.classifier is not None:
             logits = self.classifier(x_hat)["logits"]
-        elif hasattr(self.model, "classify"):
+        elif has_head(self.model):
             used = mask if self.temporal is None else self.temporal.decoder_mask(self.state)
             logits = self.model.classify(z_used, used)
         if logits is not None:

@@ -13,7 +13,7 @@ seed's ``--input_dir``; frames are resized and center-cropped to ``--size``. The
 from the checkpoint's own metadata. Frames are paced at ``--fps`` (0 = as fast as possible); each
 frame's packets are sent in channel order until ``--deadline-ms`` after its capture, the rest are
 dropped (PNC-style). ``--loss`` drops packet slots at the sender (none, random:P, burst:P,L, tail:K;
-utils/channel_loss.py), seeded by ``--seed``. The stream ends with an end-of-stream packet. Over TCP
+network/loss.py), seeded by ``--seed``. The stream ends with an end-of-stream packet. Over TCP
 the sender retries connecting for ``--connect-timeout`` s if the receiver is not up yet.
 Prints a summary (frames, bytes/frame, packets, stage times) at the end; ``--stats`` writes one
 JSON line per frame.
@@ -30,12 +30,13 @@ import time
 
 import torch
 
+from codec.packetize import LossEmulator, packetize_latent
+from codec.wire import MAX_PAYLOAD, end_packet, read_key
 from data import DataError, read_frames
+from models import load_codec_model
+from network.transport import TRANSPORTS, open_sender
+from playback.output import percentile
 from utils.checkpoint import CheckpointError
-from utils.packetize import LossEmulator, load_codec_model, packetize_latent
-from utils.stream_io import percentile
-from utils.transport import TRANSPORTS, open_sender
-from utils.wire import MAX_PAYLOAD, end_packet, read_key
 
 log = logging.getLogger("sender")
 UDP_END_REPEATS = 3

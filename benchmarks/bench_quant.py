@@ -1,9 +1,9 @@
 """Rate and quality of the wire codec per quantisation setting: real bytes per frame on the wire and
 PSNR of the decoded frame against the original, with and without quantisation.
 
-    python benchmarks/bench_quant.py --model-path LRAE_VC_final_w_random_drops.pth
-    python benchmarks/bench_quant.py --model-path CKPT --bits 5 6 --frames 120 --input clip.mp4
-    python benchmarks/bench_quant.py --model-path CKPT --bits 6 --write-ckpt CKPT_calibrated.pth
+    python -m benchmarks.bench_quant --model-path LRAE_VC_final_w_random_drops.pth
+    python -m benchmarks.bench_quant --model-path CKPT --bits 5 6 --frames 120 --input clip.mp4
+    python -m benchmarks.bench_quant --model-path CKPT --bits 6 --write-ckpt CKPT_calibrated.pth
 
 For each bits value it measures both quantiser modes: "frame" (per-frame ranges in the packet,
 parametric tables; any checkpoint) and "calibrated" (static ranges and per-channel tables from
@@ -17,19 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data import FrameDataset, load_videos, read_frames, split_videos  # noqa: E402
-from utils.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from utils.metrics import psnr  # noqa: E402
-from utils.packetize import decode_packets, load_codec_model, make_codec, packetize_latent  # noqa: E402
-from utils.quant import calibrate  # noqa: E402
-from utils.wire import HEADER_SIZE  # noqa: E402
+from codec.packetize import decode_packets, make_codec, packetize_latent
+from codec.quant import calibrate
+from codec.wire import HEADER_SIZE
+from data import FrameDataset, load_videos, read_frames, split_videos
+from models import load_codec_model
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.metrics import psnr
 
 
 def parse_args(argv):

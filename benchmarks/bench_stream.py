@@ -1,8 +1,8 @@
 """Stream frames over loopback and report per-stage latency (p50/p95) and bytes per frame.
 
-    python benchmarks/bench_stream.py                                   # untrained PNC16 and LRAE_VC
-    python benchmarks/bench_stream.py --ckpt LRAE_VC_final_w_random_drops.pth --ckpt PNC16.pth
-    python benchmarks/bench_stream.py --models LRAE_VC --loss random:0.3 --transport udp --frames 300
+    python -m benchmarks.bench_stream                                   # untrained PNC16 and LRAE_VC
+    python -m benchmarks.bench_stream --ckpt LRAE_VC_final_w_random_drops.pth --ckpt PNC16.pth
+    python -m benchmarks.bench_stream --models LRAE_VC --loss random:0.3 --transport udp --frames 300
 
 Runs receiver_decode.py and sender_encode.py as two processes (one torch thread each) streaming
 ``--frames`` frames of ``--input`` (looped) at ``--fps`` and ``--size``. Stages: sender encode,
@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from models import build_model
+from utils.checkpoint import make_checkpoint, save_checkpoint
 
-from models import build_model  # noqa: E402
-from utils.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv):

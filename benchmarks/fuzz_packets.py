@@ -1,7 +1,7 @@
 """Fuzz the packet parser, the jitter buffer and the TCP framing (not a test: ~1-2 min).
 
-    python benchmarks/fuzz_packets.py                    # 100 000 packet cases + 1 000 TCP streams
-    python benchmarks/fuzz_packets.py --cases 1000000 --seed 3
+    python -m benchmarks.fuzz_packets                    # 100 000 packet cases + 1 000 TCP streams
+    python -m benchmarks.fuzz_packets --cases 1000000 --seed 3
 
 Cases: random bytes; valid packets with bit flips, byte overwrites, truncations, extensions and
 splices; and valid packets whose header fields or payload were mutated and then *resealed* (CRC,
@@ -25,17 +25,14 @@ import time
 import tracemalloc
 import zlib
 from collections import Counter
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models import build_model  # noqa: E402
-from utils import wire  # noqa: E402
-from utils.packetize import make_codec, packetize_latent  # noqa: E402
-from utils.reassembly import Reassembler  # noqa: E402
-from utils.transport import LENGTH, TcpReceiver  # noqa: E402
+from codec import wire
+from codec.packetize import make_codec, packetize_latent
+from models import build_model
+from network.reassembly import Reassembler
+from network.transport import LENGTH, TcpReceiver
 
 KEY = b"fuzz-key"
 FIELDS = [(off, fmt) for off, fmt in [(5, "B"), (6, "I"), (10, "I"), (14, "Q"), (22, "H"), (24, "H"), (30, "H"),

@@ -5,6 +5,16 @@ Importing this package registers every model; ``MODELS`` maps registry names to 
 
 from models import classifier, convlstm, lrae, pnc  # noqa: F401  (registration side effect)
 from models.base import FrameCodec
-from models.registry import MODELS, build_model, load_model, register_model
+from models.registry import (
+    MODELS,
+    build_model,
+    has_head,
+    kind_of,
+    load_codec_model,
+    load_model,
+    model_names,
+    register_model,
+)
 
-__all__ = ["MODELS", "FrameCodec", "build_model", "load_model", "register_model"]
+__all__ = ["MODELS", "FrameCodec", "build_model", "has_head", "kind_of", "load_codec_model", "load_model",
+           "model_names", "register_model"]

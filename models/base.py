@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from utils.channel_loss import apply_mask
+from network.loss import apply_mask
 
 
 class FrameCodec(nn.Module):

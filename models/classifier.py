@@ -15,7 +15,7 @@ filters, an FC 256 layer, training on originals only. Changed, and why:
   by an index that happens to agree.
 
 Registered like the codecs (``build_model("SimpleCNN", num_classes=8)``, ``load_model(path)``);
-classifier models carry ``task = "classify"`` so scripts can list them.
+registered with ``kind="classifier"`` so scripts can list them.
 """
 
 from __future__ import annotations
@@ -27,15 +27,13 @@ from torch import nn
 from models.registry import register_model
 
 
-@register_model("SimpleCNN")
+@register_model("SimpleCNN", kind="classifier")
 class SimpleCNN(nn.Module):
     """A small CNN frame classifier: four conv-BN-ReLU stages (w, 2w, 4w, 4w; max pool after the
     first three), global average and max pool, FC 256, dropout, FC num_classes.
 
     x: (B,3,H,W) float in [0,1], any H, W (resized to ``input_size`` first) -> {"logits": (B, num_classes)}.
     """
-
-    task = "classify"
 
     def __init__(self, num_classes: int = 8, width: int = 32, input_size: int = 112, dropout: float = 0.3,
                  classes: list[str] | None = None):

@@ -34,9 +34,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import FrameCodec
 from models.registry import build_model, register_model
-from utils.channel_loss import apply_mask
+from network.loss import apply_mask
 
 
 class ConvLSTMCell(nn.Module):
@@ -70,7 +69,7 @@ def run_cells(cells: nn.ModuleList, x: torch.Tensor, states: list | None):
     return x, new
 
 
-@register_model("conv_lstm_ae")
+@register_model("conv_lstm_ae", kind="temporal")
 class ConvLSTMAE(nn.Module):
     """A registered frame autoencoder (``ae``, default PNC16) with a ConvLSTM filling lost latent channels.
 
@@ -92,7 +91,7 @@ class ConvLSTMAE(nn.Module):
                  kernel: int = 3, bidirectional: bool = False):
         super().__init__()
         self.ae = build_model(ae, **(ae_kwargs or {}))
-        if not isinstance(self.ae, FrameCodec):
+        if self.ae.kind != "frame":
             raise ValueError(f"ae={ae!r} is not a frame autoencoder")
         if hidden < 1 or layers < 1 or kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"bad ConvLSTM size: hidden={hidden} layers={layers} kernel={kernel} (odd kernel)")

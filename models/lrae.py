@@ -36,7 +36,7 @@ def upsample(cin: int, cout: int, factor: int) -> nn.Sequential:
     return nn.Sequential(conv(cin, cout * factor * factor), nn.PixelShuffle(factor))
 
 
-@register_model("LRAE_VC")
+@register_model("LRAE_VC", kind="frame")
 class LRAE_VC(FrameCodec):  # noqa: N801 - the project's name for it
     """Loss-resilient autoencoder with a 16 x H/8 x W/8 latent.
 

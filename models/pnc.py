@@ -22,10 +22,10 @@ from torch import nn
 
 from models.base import FrameCodec
 from models.registry import register_model
-from utils.channel_loss import apply_mask
+from network.loss import apply_mask
 
 
-@register_model("PNC")
+@register_model("PNC", kind="frame")
 class PNC(FrameCodec):
     """PNC with a 10-channel latent.
 
@@ -65,7 +65,7 @@ def clamp01(x: torch.Tensor, straight_through: bool) -> torch.Tensor:
     return x + (y - x).detach() if straight_through else y
 
 
-@register_model("PNC16")
+@register_model("PNC16", kind="frame")
 class PNC16(PNC):
     """PNC with a 16-channel latent: x (B,3,224,224) -> z (B,16,32,32). The frame AE of conv_lstm_ae."""
 
@@ -73,7 +73,7 @@ class PNC16(PNC):
         super().__init__(latent_channels, encoder_width, ste_clamp)
 
 
-@register_model("PNC32")
+@register_model("PNC32", kind="frame")
 class PNC32(PNC):
     """PNC with a 32-channel latent and a 32-wide first layer: x (B,3,224,224) -> z (B,32,32,32)."""
 
@@ -81,7 +81,7 @@ class PNC32(PNC):
         super().__init__(latent_channels, encoder_width, ste_clamp)
 
 
-@register_model("PNC_with_classification")
+@register_model("PNC_with_classification", kind="frame", head=True)
 class PNCWithClassification(PNC):
     """PNC (10 x 32 x 32 latent) plus an action classifier on the received latent, trained jointly.
 

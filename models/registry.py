@@ -8,22 +8,49 @@ import os
 import torch
 from torch import nn
 
+from codec.packetize import codec_from_checkpoint
 from utils.checkpoint import CheckpointError, load_checkpoint
 
 MODELS: dict[str, type[nn.Module]] = {}
+KINDS = ("frame", "temporal", "classifier")
 
 
-def register_model(name: str):
-    """Class decorator: ``@register_model("LRAE_VC")`` makes the class buildable by name."""
+def register_model(name: str, *, kind: str, head: bool = False):
+    """Class decorator: ``@register_model("LRAE_VC", kind="frame")`` makes the class buildable by name.
+
+    ``kind`` says what the model is, so no caller has to guess from its methods:
+    ``frame`` (a FrameCodec: encode/decode, its latent channels travel as packets), ``temporal`` (a
+    frame codec ``.ae`` plus ``step``, which fills lost channels from earlier frames) or ``classifier``
+    (frames -> logits). ``head=True`` marks a frame codec with a classification head (``classify``),
+    trained on labelled data.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; choose from {', '.join(KINDS)}")
 
     def wrap(cls):
         if name in MODELS:
             raise ValueError(f"model {name!r} registered twice")
-        cls.model_name = name
+        cls.model_name, cls.kind, cls.with_head = name, kind, head
         MODELS[name] = cls
         return cls
 
     return wrap
+
+
+def model_names(kind: str | None = None, head: bool | None = None) -> list[str]:
+    """Registered names, sorted, optionally only of one ``kind`` and/or with (or without) a head."""
+    return sorted(n for n, c in MODELS.items()
+                  if (kind is None or c.kind == kind) and (head is None or c.with_head == head))
+
+
+def kind_of(model: nn.Module | str) -> str:
+    """The registered kind of a model instance or name."""
+    return (MODELS[model] if isinstance(model, str) else model).kind
+
+
+def has_head(model: nn.Module | str) -> bool:
+    """Whether a registered model (instance or name) carries a classification head."""
+    return bool((MODELS[model] if isinstance(model, str) else model).with_head)
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
@@ -63,3 +90,19 @@ def load_model(source: str | os.PathLike | dict, map_location="cpu", expect: str
     if hasattr(model, "load_extra"):
         model.load_extra(ckpt.get("extra", {}))
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
+
+
+def load_codec_model(path: str, bits: int | None = None, **codec_kwargs):
+    """(frame model, codec, temporal model or None) from any checkpoint, by its own metadata.
+
+    A temporal checkpoint (kind ``temporal``, e.g. conv_lstm_ae) streams its frame AE ``.ae`` and is
+    returned as the temporal model too.
+    """
+    ckpt = load_checkpoint(path)
+    model = load_model(ckpt)
+    temporal = None
+    if model.kind == "temporal":
+        temporal, model = model, model.ae
+    if model.kind != "frame":
+        raise ValueError(f"{path} holds a {ckpt['model']} model, which is not a frame codec")
+    return model, codec_from_checkpoint(model, ckpt, bits, **codec_kwargs), temporal

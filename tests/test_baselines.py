@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.baselines import (
+from evaluation.baselines import (
     GREY,
     METHODS,
     ImageCodec,
@@ -16,8 +16,8 @@ from utils.baselines import (
     n_packets,
     play,
 )
-from utils.baselines_h264 import chain_ok, encode_h264, fec_layout, fec_parity, matched_h264
-from utils.channel_loss import loss_pattern
+from evaluation.h264 import chain_ok, encode_h264, fec_layout, fec_parity, matched_h264
+from network.loss import loss_pattern
 
 N, SIZE = 8, 64
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from utils.channel_loss import apply_mask, eval_mask, gilbert_elliott, loss_pattern, parse_loss_spec, sample_masks
+from network.loss import apply_mask, eval_mask, gilbert_elliott, loss_pattern, parse_loss_spec, sample_masks
 
 
 def test_mask_convention_one_means_received():

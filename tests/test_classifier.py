@@ -8,7 +8,7 @@ import torch
 
 import classifier_train
 import evaluate
-from models import build_model, load_model
+from models import build_model, kind_of, load_model
 from models.classifier import predict
 from utils.checkpoint import make_checkpoint, save_checkpoint
 
@@ -29,7 +29,7 @@ def test_simple_cnn_shapes_any_input_size():
 def test_checkpoint_round_trip_keeps_class_names(tmp_path):
     model = build_model("SimpleCNN", num_classes=2, width=4, classes=["x", "y"])
     loaded = load_model(save_checkpoint(tmp_path / "c.pth", make_checkpoint(model)))
-    assert loaded.classes == ["x", "y"] and loaded.task == "classify"
+    assert loaded.classes == ["x", "y"] and kind_of(loaded) == "classifier"
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
 

@@ -18,12 +18,12 @@ from PIL import Image
 import demo
 import receiver_decode
 import sender_encode
+from codec.packetize import decode_latent, decode_packets, encode_frame
 from data import read_frames
-from models import build_model
+from models import build_model, load_codec_model
 from tests.test_stream import SIZE, free_port, make_video, wait_bound
 from utils.checkpoint import make_checkpoint, save_checkpoint
 from utils.metrics import psnr, ssim, to_uint8
-from utils.packetize import decode_latent, decode_packets, encode_frame, load_codec_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,11 +12,10 @@ import torch
 from PIL import Image
 
 import evaluate
-from models import build_model
-from utils import evaluation
-from utils.baselines import ImageCodec
+from evaluation import runner as evaluation
+from evaluation.baselines import ImageCodec
+from models import build_model, load_codec_model
 from utils.checkpoint import make_checkpoint, save_checkpoint
-from utils.packetize import load_codec_model
 
 SIZE = 64
 DATA = ["--data", "synthetic:5,3", "--size", str(SIZE), "--max-frames", "8", "--rates", "0,0.3"]

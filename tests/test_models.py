@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import MODELS, FrameCodec, build_model, load_model
+from models import build_model, load_model, model_names
 from utils.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
 
-FRAME_MODELS = sorted(n for n, c in MODELS.items() if issubclass(c, FrameCodec))
+FRAME_MODELS = model_names("frame")
 LATENTS = {"PNC": (10, 32, 32), "PNC16": (16, 32, 32), "PNC32": (32, 32, 32),
            "PNC_with_classification": (10, 32, 32), "LRAE_VC": (16, 28, 28)}
 

@@ -22,13 +22,13 @@ from PIL import Image
 
 import receiver_decode
 import sender_encode
+from codec import wire
+from codec.packetize import LossEmulator, decode_latent, decode_packets, encode_frame
 from data import read_frames
-from models import build_model
-from utils import wire
+from models import build_model, load_codec_model
+from network.transport import LENGTH, TcpReceiver
 from utils.checkpoint import make_checkpoint, save_checkpoint
 from utils.metrics import to_uint8
-from utils.packetize import LossEmulator, decode_latent, decode_packets, encode_frame, load_codec_model
-from utils.transport import LENGTH, TcpReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64

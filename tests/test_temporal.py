@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import autoencoder_train_vid_sequence as vid
+from evaluation import temporal as temporal_eval
 from models import build_model, load_model
-from utils import temporal_eval
 from utils.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 
 

@@ -9,9 +9,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models import build_model
-from utils import entropy, wire
-from utils.packetize import (
+from codec import entropy, wire
+from codec.packetize import (
     FrameAssembly,
     LossEmulator,
     decode_packets,
@@ -20,8 +19,9 @@ from utils.packetize import (
     packetize_latent,
     transmit,
 )
-from utils.quant import calibrate, dequantize, fake_quantize, quantize, straight_through_quantizer
-from utils.reassembly import Reassembler
+from codec.quant import calibrate, dequantize, fake_quantize, quantize, straight_through_quantizer
+from models import build_model
+from network.reassembly import Reassembler
 
 
 @pytest.fixture(scope="module")

@@ -32,11 +32,11 @@ Fixed header:
 Payload = a channel table, then the coded channels back to back. One table entry per channel:
 ``length`` (H, coded bytes of that channel) in mode 0; in mode 1 also ``lo`` (f), ``hi`` (f) - the
 channel's quantiser range as float32 - and ``centre`` (B), ``table_width`` (B) - the parametric
-entropy table used (utils/entropy.py). The lengths must add up to the payload exactly. A coded
+entropy table used (codec/entropy.py). The lengths must add up to the payload exactly. A coded
 channel is the range-coded row-DPCM residuals of its ``row_count x width`` quantised symbols
-(utils/entropy.py: integer tables, big-endian 32-bit words, trailing zero bytes trimmed).
+(codec/entropy.py: integer tables, big-endian 32-bit words, trailing zero bytes trimmed).
 
-TCP carries each packet after a 4-byte big-endian length (utils/transport.py); UDP one per datagram.
+TCP carries each packet after a 4-byte big-endian length (network/transport.py); UDP one per datagram.
 An end-of-stream packet (flag bit 1) has no payload; its ``frame_index`` is the number of frames sent.
 
 HMAC (``--key-file``): HMAC-SHA256 over header and payload, truncated to 16 bytes (RFC 2104 sec. 5).

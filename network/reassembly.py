@@ -22,8 +22,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from utils.packetize import FrameAssembly, WireCodec, check_compatible
-from utils.wire import Packet, PacketError
+from codec.packetize import FrameAssembly, WireCodec, check_compatible
+from codec.wire import Packet, PacketError
 
 log = logging.getLogger(__name__)
 MAX_SKEW = 5.0

@@ -18,7 +18,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from utils.wire import MAX_PACKET
+from codec.wire import MAX_PACKET
 
 log = logging.getLogger(__name__)
 LENGTH = struct.Struct("!I")

@@ -11,7 +11,7 @@ The ends are reconstruction points, so a ReLU latent (lo = 0) keeps exact zeros.
 runs in training (:func:`fake_quantize`, straight-through), on the sender (:func:`quantize`) and on
 the receiver (:func:`dequantize`), so what the decoder saw in fine-tuning is what arrives.
 
-Ranges come from one of two places (see utils/packetize.py):
+Ranges come from one of two places (see codec/packetize.py):
 
 - **calibrated** (preferred): :func:`calibrate` runs the encoder over training batches and returns
   static per-channel ranges (robust quantiles) and per-channel symbol counts, stored by the training
@@ -129,7 +129,7 @@ def calibrate(model, batches: Iterable[torch.Tensor], bits: int = DEFAULT_BITS, 
     Returns plain tensors: ``bits`` (int64 scalar), ``lo``/``hi`` (C,) float32, ``counts`` (C, 2**bits)
     int64 with every count >= 1 (so every symbol stays encodable), ``version``.
     """
-    from utils.entropy import to_residuals  # numpy-side; keeps this module light for training
+    from codec.entropy import to_residuals  # numpy-side; keeps this module light for training
 
     check_bits(bits)
     g = torch.Generator().manual_seed(seed)

@@ -1,6 +1,6 @@
 """Temporal loss patterns and the evaluation of latent filling over video sequences.
 
-Which frames lose channels (``pattern``), and which channels they lose (``mode``, utils.channel_loss):
+Which frames lose channels (``pattern``), and which channels they lose (``mode``, network.loss):
 
 - ``iid``: every frame is lossy; each draws its own mask (per sample and per frame).
 - ``consecutive`` (n): bursts of n lossy frames (n = 1, 3, 5: GRACE's and the prototype's setting),
@@ -26,7 +26,7 @@ import hashlib
 
 import torch
 
-from utils.channel_loss import apply_mask, eval_mask, sample_masks
+from network.loss import apply_mask, eval_mask, sample_masks
 from utils.metrics import psnr, ssim
 
 PATTERNS = ("iid", "consecutive")

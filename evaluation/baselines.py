@@ -4,9 +4,9 @@ Every method consumes the same externally supplied loss draw, made by :func:`los
 (n_frames, slots) float mask, 1 = delivered, where slot j of row f is the j-th packet sent for
 frame f. A method whose frame f needs k packets uses slots 0..k-1 of row f (evaluation must feed our
 learned codec the same rows), so slot j of frame f is lost for every method or for none.
-The draws come from :func:`utils.channel_loss.loss_pattern`; nothing here re-implements loss.
+The draws come from :func:`network.loss.loss_pattern`; nothing here re-implements loss.
 
-Packets carry at most ``MTU`` = ``utils.wire.MAX_PAYLOAD`` = 1200 bytes of payload (:func:`n_packets`).
+Packets carry at most ``MTU`` = ``codec.wire.MAX_PAYLOAD`` = 1200 bytes of payload (:func:`n_packets`).
 Headers are not counted: ``nbytes`` everywhere is codec payload (plus FEC parity payload for the
 FEC baselines); compare it with our codec's payload bytes, or add a header per packet to both.
 
@@ -22,7 +22,7 @@ of matching a byte budget (mean payload bytes per frame):
 - ``jpeg-best``: for one loss draw, the best mean-PSNR quality among those whose mean bytes/frame
   is <= the target (a lower quality needs fewer packets and may survive loss better).
 
-H.264 and H.264 + FEC live in :mod:`utils.baselines_h264`. :func:`make_baseline` builds any method
+H.264 and H.264 + FEC live in :mod:`evaluation.h264`. :func:`make_baseline` builds any method
 by name (``METHODS``) and returns a callable ``draws -> BaselineResult``.
 """
 
@@ -39,13 +39,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.channel_loss import DEFAULT_BURST_LEN, check_mode, loss_pattern
+from codec.wire import MAX_PAYLOAD
+from network.loss import DEFAULT_BURST_LEN, check_mode, loss_pattern
 from utils.metrics import psnr, to_uint8
-from utils.wire import MAX_PAYLOAD
 
 log = logging.getLogger(__name__)
 
-MTU = MAX_PAYLOAD  # 1200 B of payload per packet, as our codec's packets (utils/wire.py)
+MTU = MAX_PAYLOAD  # 1200 B of payload per packet, as our codec's packets (codec/wire.py)
 DEFAULT_SLOTS = 64
 GREY = 128
 QUALITIES = tuple(range(1, 101))
@@ -279,7 +279,7 @@ def make_baseline(method: str, frames, target_bytes: float | None = None, qualit
     if method not in METHODS:
         raise ValueError(f"unknown baseline {method!r}; choose from {', '.join(METHODS)}")
     if method.startswith("h264"):
-        from utils import baselines_h264  # local import: baselines_h264 imports this module
+        from evaluation import h264 as baselines_h264  # local import: baselines_h264 imports this module
 
         fec = {"h264": 0.0, "h264-fec20": 0.2, "h264-fec50": 0.5}[method]
         if target_bytes is None:

@@ -6,8 +6,8 @@
     z, mask = decode_packets(kept, codec, geometry=codec_geometry)  # (1,C,h,w), (1,C); 1 = received
     x_hat, state = decode_latent(model, z, mask)              # temporal=..., state=... to fill
 
-Packetisation: each channel is quantised (utils/quant.py), turned into row-DPCM residuals and
-range coded on its own (utils/entropy.py). Channels go into packets in order, ``channels_per_packet`` at most per packet
+Packetisation: each channel is quantised (codec/quant.py), turned into row-DPCM residuals and
+range coded on its own (codec/entropy.py). Channels go into packets in order, ``channels_per_packet`` at most per packet
 (default 1, so one lost packet = one lost channel, as the models are trained), never more than
 ``max_payload`` bytes of payload; a channel too large for one packet is split into row stripes.
 Every packet decodes on its own. A channel counts as received (mask 1) only if all its rows arrived.
@@ -21,10 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from utils import entropy
-from utils.channel_loss import loss_pattern, parse_loss_spec
-from utils.quant import DEFAULT_BITS, check_bits, dequantize, frame_ranges, quantize
-from utils.wire import (
+from codec import entropy
+from codec.quant import DEFAULT_BITS, check_bits, dequantize, frame_ranges, quantize
+from codec.wire import (
     ENTRY,
     MAX_PACKETS_PER_FRAME,
     MAX_PAYLOAD,
@@ -38,6 +37,7 @@ from utils.wire import (
     pack,
     parse,
 )
+from network.loss import loss_pattern, parse_loss_spec
 
 log = logging.getLogger(__name__)
 
@@ -314,22 +314,3 @@ def transmit(model, frames, codec: WireCodec, loss: str = "none", seed: int = 0,
         x_hat, state = decode_latent(model, z, mask, temporal, state)
         yield {"frame": i, "x_hat": x_hat, "mask": mask, "bytes": sum(map(len, got)),
                "packets": len(packets), "delivered": len(got)}
-
-
-def load_codec_model(path: str, bits: int | None = None, **codec_kwargs):
-    """(frame model, codec, temporal model or None) from any checkpoint, by its own metadata.
-
-    A temporal checkpoint (a model with ``step`` and ``ae``, e.g. conv_lstm_ae) streams its frame
-    AE ``.ae`` and is returned as the temporal model too.
-    """
-    from models import load_model  # the scripts' entry point; keeps this module importable alone
-    from utils.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path)
-    model = load_model(ckpt)
-    temporal = None
-    if hasattr(model, "step") and hasattr(model, "ae"):
-        temporal, model = model, model.ae
-    if not hasattr(model, "encode") or not hasattr(model, "latent_channels"):
-        raise ValueError(f"{path} holds a {ckpt['model']} model, which is not a frame codec")
-    return model, codec_from_checkpoint(model, ckpt, bits, **codec_kwargs), temporal

@@ -142,18 +142,21 @@ class DropLog:
 
 
 class ReferenceFrames:
-    """The original frames of a stream (``data.read_frames``), read in step with the decoded ones."""
+    """The original frames of a stream, read in step with the decoded ones.
 
-    def __init__(self, spec: str | None):
-        self.spec, self.iter, self.pos, self.current, self.size = spec, None, -1, None, None
+    ``spec`` names them in messages; ``reader(spec, size)`` yields them as (1,3,size,size) tensors (the
+    receiver passes ``data.read_frames``, so this package needs no dataset code).
+    """
+
+    def __init__(self, spec: str | None, reader=None):
+        self.spec, self.reader = spec, reader
+        self.iter, self.pos, self.current, self.size = None, -1, None, None
 
     def frame(self, index: int, size: int) -> torch.Tensor | None:
         if self.spec is None:
             return None
         if self.iter is None or size != self.size or index < self.pos:
-            from data import read_frames
-
-            self.iter, self.pos, self.current, self.size = read_frames(self.spec, size=size), -1, None, size
+            self.iter, self.pos, self.current, self.size = self.reader(self.spec, size=size), -1, None, size
         try:
             while self.pos < index:
                 self.current = next(self.iter)

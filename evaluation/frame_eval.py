@@ -2,14 +2,15 @@
 
 Used at the end of every epoch (validation at 0/25/50/75 % of channels lost) and at the end of
 training (a sweep over channels received, k = 1..C, for tail and random masks). Masks come from
-``utils.channel_loss.eval_mask`` seeded by (seed, batch index), so two runs see the same masks.
+``network.loss.eval_mask`` seeded by (seed, batch index), so two runs see the same masks.
 """
 
 from __future__ import annotations
 
 import torch
 
-from utils.channel_loss import eval_mask
+from models import has_head
+from network.loss import eval_mask
 from utils.metrics import psnr, ssim
 
 
@@ -34,7 +35,7 @@ def eval_levels(model, loader, mode: str, lost_levels: list[int], device, amp_ct
             s["psnr"] += psnr(x_hat, x).sum().item()
             s["ssim"] += ssim(x_hat, x).sum().item()
             s["n"] += x.shape[0]
-            if hasattr(model, "classify"):
+            if has_head(model):
                 with amp_ctx:
                     logits = model.classify(zm, mask)
                 s["correct"] += (logits.argmax(1).cpu() == batch["label"]).sum().item()
@@ -42,7 +43,7 @@ def eval_levels(model, loader, mode: str, lost_levels: list[int], device, amp_ct
     for k, s in sums.items():
         n = max(s["n"], 1)
         out[k] = {"psnr": s["psnr"] / n, "ssim": s["ssim"] / n}
-        if hasattr(model, "classify"):
+        if has_head(model):
             out[k]["accuracy"] = s["correct"] / n
     return out
 

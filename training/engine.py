@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DistributedSampler, Sampler, Subset
 
-from utils.channel_loss import TRAIN_MODES
-from utils.distributed import cleanup_distributed
+from network.loss import TRAIN_MODES
+from training.distributed import cleanup_distributed
 
 log = logging.getLogger(__name__)
 RUNS_ROOT = Path("runs")

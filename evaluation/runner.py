@@ -7,7 +7,7 @@ videos are center-cropped to ``size`` x ``size`` and played back to back as ONE 
 is a scene cut for every method); ``max_frames`` caps the total, shared out evenly over the videos.
 
 Loss (:func:`make_draws`): one (N, ``DRAW_SLOTS``) mask per loss rate, 1 = delivered, from
-utils.baselines.loss_draws, seeded by the run's seed (the same seed at every rate, so for ``random``
+evaluation.baselines.loss_draws, seeded by the run's seed (the same seed at every rate, so for ``random``
 the lost slots at a lower rate are also lost at a higher one). Every method sends frame f's packets in
 slots 0, 1, ... of row f: ours channel 0 first, JPEG/WebP/H.264 their data packets, then FEC parity.
 ``tail`` is a per-frame deadline counted in packet slots: with K = our packets per frame, the rate r
@@ -15,7 +15,7 @@ loses every slot from K - round(r·K) on (for ours: the last round(r·K) channel
 for every method: nothing after that slot arrives in time).
 
 Ours (:class:`OurCodec`): each frame is encoded once - encoder, quantiser, entropy coder, packetiser
-(utils.packetize.encode_frame) - and for each draw its delivered packets are parsed and entropy-decoded
+(codec.packetize.encode_frame) - and for each draw its delivered packets are parsed and entropy-decoded
 (decode_packets), filled and decoded (decode_latent) frame by frame, the temporal state carried
 across frames, as receiver_decode.py does: zero fill repeats the last shown frame when no packet of a
 frame arrived; the ConvLSTM fill always shows its filled decode. A frame is *fresh* if at least one
@@ -26,7 +26,7 @@ SSIM and MS-SSIM (None when the frames are <= 160 px), SSIM in dB of the mean SS
 and packets per frame sent, bpp, share of fresh frames, classifier accuracy on the displayed frames
 (``accuracy``) and, for a model with ``classify``, its own head on the received latent (``head_accuracy``).
 Timings (``encode_ms``, ``decode_ms``, per frame) are the only fields that differ between identical runs.
-Plots and tables: utils/evaluation_report.py.
+Plots and tables: evaluation/report.py.
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from codec.packetize import codec_from_checkpoint, decode_latent, decode_packets, encode_frame
+from codec.wire import HEADER_SIZE, MAX_PACKETS_PER_FRAME
 from data import DataError, FrameDataset, load_videos, split_videos
+from evaluation.baselines import METHODS, as_frames, decode_image, encode_image, loss_draws, make_baseline
+from models import has_head
 from models.classifier import predict
+from network.loss import DEFAULT_BURST_LEN
 from utils import metrics
-from utils.baselines import METHODS, as_frames, decode_image, encode_image, loss_draws, make_baseline
-from utils.channel_loss import DEFAULT_BURST_LEN
-from utils.packetize import codec_from_checkpoint, decode_latent, decode_packets, encode_frame
-from utils.wire import HEADER_SIZE, MAX_PACKETS_PER_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class OurCodec:
         temporal = self.temporal if fill == "convlstm" else None
         if fill == "convlstm" and temporal is None:
             raise ValueError("the ConvLSTM fill needs a temporal model")
-        classify = getattr(self.model, "classify", None) if fill == "zero" else None
+        classify = self.model.classify if fill == "zero" and has_head(self.model) else None
         shown, fresh, masks, heads = [], [], [], []
         state, last, spent, decoded = None, None, 0.0, 0
         for f, packets in enumerate(self.packets):
@@ -198,7 +199,7 @@ class OurCodec:
 
 
 def from_baseline(result) -> Shown:
-    """A utils.baselines.BaselineResult as a Shown."""
+    """A evaluation.baselines.BaselineResult as a Shown."""
     return Shown(result.method, result.frames, np.asarray(result.fresh, bool), np.asarray(result.nbytes),
                  np.asarray(result.packets), float(result.encode_ms), float(result.decode_ms), dict(result.params))
 
@@ -286,7 +287,7 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates
     runners = {m: make_baseline(m, reference, target_bytes=target) for m in tqdm(
         baselines, desc="encode baselines", disable=not progress, leave=False)}
     targets = classifier_targets(seq, classifier) if classifier is not None else None
-    head_targets = classifier_targets(seq, model) if hasattr(model, "classify") and seq.labelled else None
+    head_targets = classifier_targets(seq, model) if has_head(model) and seq.labelled else None
     strip_at = min(rates, key=lambda r: abs(r - strip_rate))
     fills = ["zero"] + (["convlstm"] if temporal is not None else [])
     rows, strip = [], {}
