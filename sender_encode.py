@@ -12,9 +12,11 @@ Input: ``--input`` (video file, frame folder or "sample", the embedded clip; the
 seed's ``--input_dir``; frames are resized and center-cropped to ``--size``. The model class comes
 from the checkpoint's own metadata. Frames are paced at ``--fps`` (0 = as fast as possible); each
 frame's packets are sent in channel order until ``--deadline-ms`` after its capture, the rest are
-dropped (PNC-style). ``--loss`` drops packet slots at the sender (none, random:P, burst:P,L, tail:K;
-network/loss.py), seeded by ``--seed``. The stream ends with an end-of-stream packet. Over TCP
-the sender retries connecting for ``--connect-timeout`` s if the receiver is not up yet.
+dropped (PNC-style). ``--loss`` drops packet slots at the sender (none, random:P, ge:P,L, burst:P,L,
+tail:K, grace:P,N, trace:FILE, presets wifi/cellular/lossy-wifi/congested; network/loss.py), seeded by
+``--seed``: frame i loses the slots of row i of evaluate.py's draws for the same spec and seed
+(network.loss.frame_slots). The stream ends with an end-of-stream packet. Over TCP the sender
+retries connecting for ``--connect-timeout`` s if the receiver is not up yet.
 Prints a summary (frames, bytes/frame, packets, stage times) at the end; ``--stats`` writes one
 JSON line per frame.
 """
@@ -30,10 +32,11 @@ import time
 
 import torch
 
-from codec.packetize import LossEmulator, packetize_latent
+from codec.packetize import packetize_latent
 from codec.wire import MAX_PAYLOAD, end_packet, read_key
 from data import DataError, read_frames
 from models import load_codec_model
+from network.loss import LossEmulator
 from network.transport import TRANSPORTS, open_sender
 from playback.output import percentile
 from utils.checkpoint import CheckpointError
@@ -55,7 +58,9 @@ def parse_args(argv):
     p.add_argument("--fps", type=float, default=30.0, help="pacing (0 = as fast as possible)")
     p.add_argument("--deadline-ms", "--deadline_ms", type=float, default=30.0,
                    help="stop sending a frame's packets this long after its capture (0 = never)")
-    p.add_argument("--loss", default="none", help="emulated packet loss: none, random:P, burst:P,L, tail:K")
+    p.add_argument("--loss", default="none",
+                   help="emulated packet loss: none, random:P, ge:P,L, burst:P,L, tail:K, grace:P,N, trace:FILE[,K], "
+                        "wifi, cellular, lossy-wifi, congested (network/loss.py)")
     p.add_argument("--seed", type=int, default=0, help="seed of the emulated loss")
     p.add_argument("--bits", type=int, default=None,
                    help="quantisation bits (default: the checkpoint's calibration, else 4)")
@@ -116,7 +121,7 @@ def stream(args) -> dict:
             t2 = time.perf_counter()
             packets = packetize_latent(z, i, codec, stream_id=stream_id, capture_us=int(capture * 1e6), key=key)
             t3 = time.perf_counter()
-            keep = emulator.pattern(len(packets))
+            keep = emulator.pattern(i, len(packets))
             sent, sent_bytes, late = [], 0, 0
             for j, (packet, ok) in enumerate(zip(packets, keep)):
                 if not ok:

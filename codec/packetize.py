@@ -2,7 +2,7 @@
 
     codec = codec_from_checkpoint(model, ckpt)                 # or make_codec(model, calibration)
     packets = encode_frame(model, x, frame_index, codec)      # list[bytes], channel 0 first
-    kept = [p for p, ok in zip(packets, LossEmulator("random:0.3", seed=1).pattern(len(packets))) if ok]
+    kept = [p for p, ok in zip(packets, LossEmulator("random:0.3", seed=1).pattern(f, len(packets))) if ok]
     z, mask = decode_packets(kept, codec, geometry=codec_geometry)  # (1,C,h,w), (1,C); 1 = received
     x_hat, state = decode_latent(model, z, mask)              # temporal=..., state=... to fill
 
@@ -37,7 +37,7 @@ from codec.wire import (
     pack,
     parse,
 )
-from network.loss import loss_pattern, parse_loss_spec
+from network.loss import LossEmulator
 
 log = logging.getLogger(__name__)
 
@@ -187,21 +187,6 @@ def encode_frame(model, x: torch.Tensor, frame_index: int, codec: WireCodec, **k
     return packetize_latent(model.encode(x)[0], frame_index, codec, **kwargs)
 
 
-class LossEmulator:
-    """Sender-side loss over each frame's packet slots (utils/channel_loss.loss_pattern), seeded.
-
-    One generator for the whole stream: frame f's pattern is the f-th draw, so the same spec and
-    seed give the same losses for every method evaluated.
-    """
-
-    def __init__(self, spec: str = "none", seed: int = 0):
-        self.mode, self.kwargs = parse_loss_spec(spec)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def pattern(self, slots: int) -> list[bool]:
-        return [bool(v) for v in loss_pattern(self.mode, slots, self.generator, **self.kwargs)]
-
-
 # ---------------------------------------------------------------- receiver side
 def check_compatible(hd: Header, codec: WireCodec) -> None:
     """Refuse a packet made by another model, calibration or latent layout (PacketError "model")."""
@@ -307,7 +292,7 @@ def transmit(model, frames, codec: WireCodec, loss: str = "none", seed: int = 0,
     state = None
     for i, x in enumerate(frames):
         packets = encode_frame(model, x, i, codec, key=key)
-        keep = emulator.pattern(len(packets))
+        keep = emulator.pattern(i, len(packets))
         got = [p for p, ok in zip(packets, keep) if ok]
         geometry = tuple(model.latent_shape(x.shape[-2], x.shape[-1]))
         z, mask = decode_packets(got, codec, geometry, key)

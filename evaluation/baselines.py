@@ -4,7 +4,7 @@ Every method consumes the same externally supplied loss draw, made by :func:`los
 (n_frames, slots) float mask, 1 = delivered, where slot j of row f is the j-th packet sent for
 frame f. A method whose frame f needs k packets uses slots 0..k-1 of row f (evaluation must feed our
 learned codec the same rows), so slot j of frame f is lost for every method or for none.
-The draws come from :func:`network.loss.loss_pattern`; nothing here re-implements loss.
+The draws come from :func:`network.loss.draws` (the sender's seeding rule); nothing here re-implements loss.
 
 Packets carry at most ``MTU`` = ``codec.wire.MAX_PAYLOAD`` = 1200 bytes of payload (:func:`n_packets`).
 Headers are not counted: ``nbytes`` everywhere is codec payload (plus FEC parity payload for the
@@ -40,7 +40,7 @@ import torch
 from PIL import Image
 
 from codec.wire import MAX_PAYLOAD
-from network.loss import DEFAULT_BURST_LEN, check_mode, loss_pattern
+from network.loss import DEFAULT_BURST_LEN, draws, frame_seed, mode_model  # noqa: F401 (frame_seed: its old home)
 from utils.metrics import psnr, to_uint8
 
 log = logging.getLogger(__name__)
@@ -60,34 +60,11 @@ def n_packets(nbytes: int, mtu: int = MTU) -> int:
     return -(-int(nbytes) // int(mtu))
 
 
-def frame_seed(seed: int, frame: int) -> int:
-    """The generator seed of frame ``frame`` of a draw with base ``seed``.
-
-    torch's CPU generator keeps only the low 32 bits of a seed, so (seed, frame) is folded into
-    32 bits as seed·0x9E3779B9 + frame (mod 2**32): distinct frames of one seed never collide, and
-    two seeds less than 1000 apart only collide millions of frames apart.
-    """
-    return (int(seed) * 0x9E3779B9 + int(frame)) % 2**32
-
-
 def loss_draws(mode: str, rate: float = 0.0, n_frames: int = 1, slots: int = DEFAULT_SLOTS,
                seed: int = 0, burst_len: float = DEFAULT_BURST_LEN, lost: int = 0) -> torch.Tensor:
-    """Per-packet-slot loss draws for a sequence: (n_frames, slots) float mask, 1 = delivered.
-
-    Row f is ``loss_pattern(mode, slots, g, rate=rate, burst_len=burst_len, lost=lost)`` with
-    ``g`` seeded by :func:`frame_seed` (seed, f): the same arguments give the same draws on any
-    machine, and row f does not depend on ``n_frames``. Bursts do not cross frame boundaries.
-    Note that ``tail`` loses the last ``lost`` of the ``slots`` slots, which a frame using fewer
-    packets than ``slots - lost`` never sees.
-    """
-    check_mode(mode)
-    if n_frames < 0 or slots < 0:
-        raise ValueError(f"need n_frames >= 0 and slots >= 0, got {n_frames}, {slots}")
-    rows = []
-    for f in range(n_frames):
-        g = torch.Generator().manual_seed(frame_seed(seed, f))
-        rows.append(loss_pattern(mode, slots, g, rate=rate, burst_len=burst_len, lost=lost).float())
-    return torch.stack(rows) if rows else torch.ones(0, slots)
+    """(n_frames, slots) delivery draws of ``mode`` (none, tail, random, burst) at ``rate``: network.loss.draws,
+    whose row f is network.loss.frame_slots, the sender's emulator. ``tail`` loses the last ``lost`` slots."""
+    return draws(mode_model(mode, rate, burst_len, lost), n_frames, slots, seed)
 
 
 def as_frames(frames) -> np.ndarray:

@@ -108,7 +108,7 @@ def test_stream_with_random_loss_matches_offline_decode(tmp_path, assets, transp
     refs = list(read_frames(assets["video"], size=SIZE))
     previous = None
     for r, x in zip(lines, refs):
-        kept = [j for j, ok in enumerate(emu.pattern(16)) if ok]
+        kept = [j for j, ok in enumerate(emu.pattern(r["frame"], 16)) if ok]
         got = r["received_packets"]
         if transport == "tcp":
             assert got == kept  # reliable transport: exactly what the loss emulator let through

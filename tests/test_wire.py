@@ -209,7 +209,7 @@ def test_offline_transmit_matches_loss_emulator(lrae, frames):
     out = list(transmit(lrae, frames, codec, loss="random:0.3", seed=1))
     emu = LossEmulator("random:0.3", seed=1)
     for r in out:
-        assert r["mask"][0].tolist() == [float(v) for v in emu.pattern(16)]
+        assert r["mask"][0].tolist() == [float(v) for v in emu.pattern(r["frame"], 16)]
         assert r["x_hat"].shape == (1, 3, 32, 32)
 
 
