@@ -2,6 +2,7 @@
 
     python evaluate.py --model_path runs/ship-LRAE_VC/last.pth --out runs/eval-lrae     # carphone, 60 frames
     python evaluate.py --model_path CKPT --temporal conv_lstm_ae.pth --loss burst --rates 0,0.1,0.3 --out DIR
+    python evaluate.py --model_path CKPT --loss wifi --out DIR          # one preset (or random:0.3, trace:FILE)
     python evaluate.py --model_path CKPT --data synthetic --classifier runs/001-SimpleCNN/SimpleCNN_final.pth --out DIR
     python evaluate.py --model_path CKPT --data clip.mp4 --max-frames 0 --baselines jpeg,h264 --out DIR
 
@@ -9,9 +10,12 @@ Frames: the TEST split of ``--data`` (split_videos with ``--seed``; the default 
 carphone clip), or every frame of a single video, at ``--size`` x ``--size``, at most ``--max-frames``
 (0 = all), played as one stream. Ours runs the exact wire path offline, frame by frame: encoder ->
 quantiser -> entropy coder -> packets (codec/packetize.py) -> packet loss -> entropy decoding -> fill ->
-decoder, with the temporal state carried across frames. Per loss rate ONE per-packet-slot draw
-(evaluation.baselines.loss_draws, seeded by ``--seed``) is shared by every method: frame f's packets use
-slots 0..k-1 of row f, ours channel 0 first. Methods: ``ours`` (lost channels zero-filled),
+decoder (playback.conceal, the receiver's path), with the temporal state carried across frames. Per loss
+rate ONE per-packet-slot draw (network.loss.draws, seeded by ``--seed``; row f is what sender_encode.py
+--loss SPEC --seed S drops in frame f) is shared by every method: frame f's packets use slots 0..k-1 of
+row f, ours channel 0 first. ``--loss`` is a family swept over ``--rates`` (random, ge, burst, tail) or
+one spec at its own rate (random:0.3, wifi, grace:0.3,3, trace:FILE; see network/loss.py).
+Methods: ``ours`` (lost channels zero-filled, a frame with nothing received repeats the last),
 ``ours+convlstm`` (with ``--temporal``, or a conv_lstm_ae ``--model_path``: the same packets, filled by
 the ConvLSTM), ``jpeg``/``webp`` at the quality whose mean bytes/frame is closest to ours,
 ``jpeg-best`` (the best JPEG quality within our bytes, per loss rate), ``h264`` (low delay, no
@@ -36,15 +40,14 @@ import sys
 
 import torch
 
-from codec.wire import fingerprint
 from data import DataError
 from evaluation import runner as evaluation
 from evaluation.baselines import MTU
 from evaluation.report import write_all
-from models import kind_of, load_codec_model, load_model
+from models.stack import load_stack
 from network.loss import DEFAULT_BURST_LEN
 from training.engine import prepare_run_dir, safe_name
-from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.checkpoint import CheckpointError
 
 log = logging.getLogger("evaluate")
 
@@ -67,8 +70,11 @@ def parse_args(argv):
     p.add_argument("--size", type=int, default=224, help="frames: short side resized to this, center-cropped square")
     p.add_argument("--max-frames", "--max_frames", type=int, default=60,
                    help="evaluate at most this many frames, shared over the test videos (0 = all)")
-    p.add_argument("--loss", choices=("random", "tail", "burst"), default="random", help="packet loss model")
-    p.add_argument("--burst-len", type=float, default=DEFAULT_BURST_LEN, help="mean burst length (burst loss)")
+    p.add_argument("--loss", default="random",
+                   help="packet loss: a family swept over --rates (random, ge, burst, tail) or one spec "
+                        "(random:P, ge:P,L, tail:K, grace:P,N, trace:FILE[,K], wifi, cellular, lossy-wifi, "
+                        "congested; network/loss.py), the same slots sender_encode.py --loss drops")
+    p.add_argument("--burst-len", type=float, default=DEFAULT_BURST_LEN, help="mean burst length (ge/burst sweep)")
     p.add_argument("--rates", default="0,0.05,0.1,0.2,0.3,0.5", help="packet loss rates")
     p.add_argument("--baselines", default="jpeg,webp,h264,h264-fec",
                    help="jpeg (jpeg + jpeg-best), webp, h264, h264-fec (FEC 20 %% and 50 %%), exact method names, "
@@ -98,23 +104,8 @@ def main(argv=None):
 
 def load_models(args):
     """(frame model, wire codec, temporal model or None, checkpoint dict, classifier or None, its checkpoint)."""
-    model, codec, temporal = load_codec_model(args.model_path, bits=args.bits)
-    if args.temporal:
-        _, _, temporal = load_codec_model(args.temporal)
-        if temporal is None:
-            raise ValueError(f"--temporal {args.temporal} is not a temporal model (no step/ae)")
-        if fingerprint(temporal.ae) != fingerprint(model):
-            raise ValueError("the temporal model's frame AE differs from --model-path's model; "
-                             "give the conv_lstm_ae checkpoint as --model-path instead")
-    if temporal is not None and getattr(temporal, "bidirectional", False):
-        raise ValueError("a bidirectional conv_lstm_ae cannot fill frame by frame; give a unidirectional one")
-    classifier = cls_ckpt = None
-    if args.classifier:
-        cls_ckpt = load_checkpoint(args.classifier)
-        classifier = load_model(cls_ckpt)
-        if kind_of(classifier) != "classifier":
-            raise ValueError(f"--classifier {args.classifier} holds a {cls_ckpt['model']} model, not a classifier")
-    return model, codec, temporal, load_checkpoint(args.model_path), classifier, cls_ckpt
+    st = load_stack(args.model_path, args.temporal, args.classifier, bits=args.bits)
+    return st.model, st.codec, st.temporal, st.ckpt, st.classifier, st.classifier_ckpt
 
 
 def check_leak(seq, cls_ckpt) -> int:
@@ -131,6 +122,7 @@ def run(args):
     torch.set_num_threads(max(1, args.threads))
     rates = evaluation.parse_rates(args.rates)
     baselines = evaluation.parse_baselines(args.baselines)
+    evaluation.loss_points(args.loss, rates, 1, args.burst_len)  # a bad --loss fails before any work
     if args.max_frames < 0 or args.size < 8:
         raise SystemExit(f"error: need --max-frames >= 0 and --size >= 8, got {args.max_frames}, {args.size}")
     model, codec, temporal, ckpt, classifier, cls_ckpt = load_models(args)
@@ -151,13 +143,14 @@ def run(args):
     result = evaluation.evaluate_sequence(model, codec, temporal, seq, mode=args.loss, rates=rates,
                                           baselines=baselines, seed=args.seed, burst_len=args.burst_len,
                                           classifier=classifier, strip_rate=args.strip_rate)
+    rates = result["rates"]  # one spec (wifi, random:0.3, ...): its own rate
     rd = evaluation.rd_points(model, ckpt, seq.frames, args.rd_bits, baselines)
     config = {
         "model_path": args.model_path, "model": model.model_name, "model_kwargs": model.config,
         "temporal": args.temporal, "temporal_fill": temporal is not None, "classifier": args.classifier,
         "classifier_overlap_videos": overlap, "data": args.data, "split": seq.split, "videos": seq.videos,
         "frames": len(seq.frames), "size": args.size, "max_frames": args.max_frames, "loss": args.loss,
-        "burst_len": args.burst_len if args.loss == "burst" else None, "rates": rates, "baselines": baselines,
+        "burst_len": args.burst_len if args.loss in ("burst", "ge") else None, "rates": rates, "baselines": baselines,
         "methods": list(dict.fromkeys(r["method"] for r in result["rows"])), "bits": codec.bits,
         "quant_mode": "calibrated" if codec.mode == 0 else "per-frame", "rd_bits": args.rd_bits, "seed": args.seed,
         "packet_payload": MTU, "draw_slots": evaluation.DRAW_SLOTS, "target_bytes": result["target_bytes"],

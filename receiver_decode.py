@@ -9,13 +9,14 @@ Start the receiver first and wait for "Listening on HOST:PORT" (the seed's comma
     python receiver_decode.py --model-path checkpoints/LRAE_VC.pth --temporal checkpoints/conv_lstm_ae.pth \\
         --compare-zero-fill --reference sample --once --port 0 --out-dir runs/rx   # what demo.py runs
 
-The model class comes from the checkpoint's own metadata (``load_model``); a conv_lstm_ae
-checkpoint (``--model-path`` or ``--temporal``) fills lost channels with its stateful ``step``,
-otherwise lost channels stay zero (the decoder is told which, through the mask). A frame of which
-nothing arrived is reported with ``"status": "lost"`` and concealed: by the temporal model if there
-is one, else by repeating the last decoded frame (the all-lost latent is decoded only if there is
-no earlier frame). Bad packets (malformed, corrupt, foreign, duplicated, late, wrong key, another
-model) are dropped, counted, and logged once per kind.
+The models come from the checkpoints' own metadata (models.stack.load_stack, as evaluate.py loads
+them). Each frame goes through playback.conceal.Player, the path evaluate.py plays too: with a
+conv_lstm_ae (``--model-path`` or ``--temporal``) policy ``convlstm`` (its stateful ``step`` fills lost
+channels), otherwise ``zero+repeat-last`` (lost channels stay zero, the decoder is told which; a frame
+of which nothing arrived repeats the last shown frame, and is decoded only if there is no earlier one).
+A frame of which nothing arrived is reported with ``"status": "lost"``. Bad packets (malformed,
+corrupt, foreign, duplicated, late, wrong key, another model) are dropped, counted, and logged once
+per kind.
 
 ``--compare-zero-fill`` (with a temporal model): every frame is also decoded the plain way, from the
 same received packets - lost channels zero, a frame of which nothing arrived repeats the last
@@ -46,12 +47,13 @@ from pathlib import Path
 
 import torch
 
-from codec.packetize import decode_latent
-from codec.wire import PacketError, fingerprint, parse, read_key
+from codec.wire import PacketError, parse, read_key
 from data import read_frames
-from models import has_head, load_codec_model
+from models import has_head
+from models.stack import load_stack
 from network.reassembly import Reassembler
 from network.transport import TRANSPORTS, open_receiver
+from playback.conceal import DEFAULT_POLICY, Player
 from playback.output import DropLog, FrameWriter, ReferenceFrames, side_by_side, summarize, to_hwc
 from utils.checkpoint import CheckpointError
 
@@ -95,21 +97,11 @@ def parse_args(argv):
 
 
 def load_models(args):
-    model, codec, temporal = load_codec_model(args.model_path)
-    if args.temporal:
-        _, _, temporal = load_codec_model(args.temporal)
-        if temporal is None:
-            raise ValueError(f"--temporal {args.temporal} is not a temporal model (no step/ae)")
-        if fingerprint(temporal.ae) != fingerprint(model):
-            raise ValueError("the temporal model's frame AE differs from --model-path's model; "
-                             "stream with the temporal checkpoint as --model-path instead")
-    if args.compare_zero_fill and temporal is None:
+    """(frame model, wire codec, temporal model or None, classifier or None): models.stack.load_stack."""
+    st = load_stack(args.model_path, args.temporal, args.classifier)
+    if args.compare_zero_fill and st.temporal is None:
         raise ValueError("--compare-zero-fill needs a temporal model (--temporal conv_lstm_ae checkpoint)")
-    classifier = None
-    if args.classifier:
-        from models import load_model
-        classifier = load_model(args.classifier)
-    return model, codec, temporal, classifier
+    return st.model, st.codec, st.temporal, st.classifier
 
 
 class FrameSink:
@@ -126,41 +118,20 @@ class FrameSink:
         self.records: list[dict] = []
         self.streams = self.stream_frames = 0
         self.stream_id = None
-        self.zero = (None, None)  # writer thread only: (stream, last zero-fill frame) of --compare-zero-fill
+        policy = "convlstm" if temporal is not None else DEFAULT_POLICY
+        self.player = Player(model, policy, temporal)  # the main variant, on the live path
+        self.zero = Player(model, DEFAULT_POLICY)  # writer thread only: --compare-zero-fill
+        self.zero_stream = None
 
     def begin_stream(self, stream_id: int) -> None:
         self.writer.close_video()
-        self.stream_id, self.state, self.last = stream_id, None, None
+        self.stream_id = stream_id
+        self.player.reset()
         self.dir = self.out if self.streams == 0 else self.out / f"stream_{self.streams:02d}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.reference = ReferenceFrames(self.args.reference, read_frames)
         self.streams += 1
         self.stream_frames = 0
-
-    @torch.no_grad()
-    def reconstruct(self, z, mask, received: int, late: bool):
-        """(x_hat, latent used, fill seconds, concealment) for one frame (the main variant)."""
-        if self.temporal is not None:
-            t1 = time.perf_counter()
-            z_used, self.state = self.temporal.step(z, mask, self.state)  # always: the state stays in step
-            fill_s = time.perf_counter() - t1
-            if late:
-                return self.last, z_used, fill_s, "skipped_late"
-            x_hat = self.model.decode(z_used, self.temporal.decoder_mask(self.state))
-            return x_hat, z_used, fill_s, "temporal" if received < mask.shape[1] else None
-        x_hat, concealment = self.zero_fill(z, mask, received, late, self.last)
-        return x_hat, z, 0.0, concealment
-
-    @torch.no_grad()
-    def zero_fill(self, z, mask, received: int, late: bool, last):
-        """(x_hat, concealment) without a temporal model: lost channels zero (the decoder is told which);
-        a frame of which nothing arrived repeats ``last``, the previous frame shown this way."""
-        if late:
-            return last, "skipped_late"
-        if received == 0 and last is not None:
-            return last, "repeat_last"
-        x_hat, _ = decode_latent(self.model, z, mask)
-        return x_hat, None if received == mask.shape[1] else ("zero_fill" if received else "all_lost_decode")
 
     @torch.no_grad()
     def handle(self, frame) -> None:
@@ -175,12 +146,12 @@ class FrameSink:
             z, mask = torch.zeros(1, *frame.geometry), torch.zeros(1, c)
         received = int(mask.sum())
         status = "ok" if received == c else ("partial" if frame.assembly is not None else "lost")
-        late = (self.args.max_lag_ms > 0 and self.last is not None and frame.capture is not None
+        late = (self.args.max_lag_ms > 0 and frame.capture is not None
                 and (time.time() - frame.capture) * 1e3 > self.args.max_lag_ms)
-        x_hat, z_used, fill_s, concealment = self.reconstruct(z, mask, received, late)
+        shown = self.player.show(z, mask, late)
+        x_hat, fill_s, concealment = shown.x_hat, shown.fill_s, shown.concealment
         decode_s = time.perf_counter() - t0 - fill_s
         done = time.time()
-        self.last = x_hat
         rec = {"stream": f"{frame.stream_id:08x}", "frame": frame.index, "status": status,
                "bytes": frame.bytes, "packets": len(frame.received), "packets_expected": frame.packet_count or None,
                "received_packets": sorted(frame.received), "channels_received": received, "channels": c,
@@ -198,15 +169,14 @@ class FrameSink:
         if self.classifier is not None:
             logits = self.classifier(x_hat)["logits"]
         elif has_head(self.model):
-            used = mask if self.temporal is None else self.temporal.decoder_mask(self.state)
-            logits = self.model.classify(z_used, used)
+            logits = self.model.classify(shown.z, shown.mask)
         if logits is not None:
             prob = torch.softmax(logits.float(), dim=1)[0]
             rec["pred"], rec["pred_prob"] = int(prob.argmax()), round(float(prob.max()), 4)
             names = getattr(self.classifier if self.classifier is not None else self.model, "classes", None)
             if names and rec["pred"] < len(names):
                 rec["pred_class"] = names[rec["pred"]]
-        compare = (z, mask, received, late) if self.compare else None  # decoded in the writer thread
+        compare = (z, mask, late) if self.compare else None  # decoded in the writer thread
         sbs = self.dir / "side_by_side.mp4" if self.compare and self.args.reference else None
         self.writer.call(self._record, rec, x_hat, compare, self.reference, sbs)
         if self.args.png:
@@ -221,9 +191,11 @@ class FrameSink:
         rec.update(reference.score(rec["frame"], x_hat))
         if compare is not None:
             t1 = time.perf_counter()
-            last = self.zero[1] if self.zero[0] == rec["stream"] else None
-            x_zero, rec["concealment_zero_fill"] = self.zero_fill(*compare, last)
-            self.zero = (rec["stream"], x_zero)
+            if self.zero_stream != rec["stream"]:
+                self.zero.reset()
+                self.zero_stream = rec["stream"]
+            zero = self.zero.show(*compare)
+            x_zero, rec["concealment_zero_fill"] = zero.x_hat, zero.concealment
             rec["zero_fill_ms"] = round((time.perf_counter() - t1) * 1e3, 3)
             rec.update({f"{k}_zero_fill": v for k, v in reference.score(rec["frame"], x_zero).items()})
         if sbs is not None:

@@ -4,7 +4,9 @@
     packets = encode_frame(model, x, frame_index, codec)      # list[bytes], channel 0 first
     kept = [p for p, ok in zip(packets, LossEmulator("random:0.3", seed=1).pattern(f, len(packets))) if ok]
     z, mask = decode_packets(kept, codec, geometry=codec_geometry)  # (1,C,h,w), (1,C); 1 = received
-    x_hat, state = decode_latent(model, z, mask)              # temporal=..., state=... to fill
+    shown = Player(model, "zero+repeat-last").show(z, mask)   # playback.conceal: fill, decode, conceal
+
+Loss emulation is network.loss (LossEmulator); concealment and decoding are playback.conceal.
 
 Packetisation: each channel is quantised (codec/quant.py), turned into row-DPCM residuals and
 range coded on its own (codec/entropy.py). Channels go into packets in order, ``channels_per_packet`` at most per packet
@@ -37,7 +39,6 @@ from codec.wire import (
     pack,
     parse,
 )
-from network.loss import LossEmulator
 
 log = logging.getLogger(__name__)
 
@@ -272,30 +273,3 @@ def decode_packets(packets, codec: WireCodec, geometry: tuple[int, int, int] | N
             raise ValueError("no packets and no geometry: cannot size the all-lost latent")
         asm = FrameAssembly(codec, geometry)
     return asm.result()
-
-
-@torch.no_grad()
-def decode_latent(model, z: torch.Tensor, mask: torch.Tensor, temporal=None, state=None):
-    """Received latent -> (x_hat (1,3,H,W) in [0,1], state). With a temporal model (``step`` API),
-    lost channels are filled from the past first; the channels never received yet stay lost."""
-    if temporal is not None:
-        z, state = temporal.step(z, mask, state)
-        return model.decode(z, temporal.decoder_mask(state)), state
-    return model.decode(z, mask), state
-
-
-def transmit(model, frames, codec: WireCodec, loss: str = "none", seed: int = 0, temporal=None,
-             key: bytes | None = None):
-    """Offline stream: for each frame (3,H,W) encode -> packets -> loss -> decode. Yields per frame a
-    dict with x_hat (1,3,H,W), mask (1,C), bytes (delivered, on the wire), packets, delivered."""
-    emulator = LossEmulator(loss, seed)
-    state = None
-    for i, x in enumerate(frames):
-        packets = encode_frame(model, x, i, codec, key=key)
-        keep = emulator.pattern(i, len(packets))
-        got = [p for p, ok in zip(packets, keep) if ok]
-        geometry = tuple(model.latent_shape(x.shape[-2], x.shape[-1]))
-        z, mask = decode_packets(got, codec, geometry, key)
-        x_hat, state = decode_latent(model, z, mask, temporal, state)
-        yield {"frame": i, "x_hat": x_hat, "mask": mask, "bytes": sum(map(len, got)),
-               "packets": len(packets), "delivered": len(got)}

@@ -6,20 +6,23 @@ Frames (:func:`load_sequence`): the TEST split of the data (data.split_videos wi
 videos are center-cropped to ``size`` x ``size`` and played back to back as ONE stream (a video change
 is a scene cut for every method); ``max_frames`` caps the total, shared out evenly over the videos.
 
-Loss (:func:`make_draws`): one (N, ``DRAW_SLOTS``) mask per loss rate, 1 = delivered, from
-evaluation.baselines.loss_draws, seeded by the run's seed (the same seed at every rate, so for ``random``
-the lost slots at a lower rate are also lost at a higher one). Every method sends frame f's packets in
-slots 0, 1, ... of row f: ours channel 0 first, JPEG/WebP/H.264 their data packets, then FEC parity.
-``tail`` is a per-frame deadline counted in packet slots: with K = our packets per frame, the rate r
-loses every slot from K - round(r·K) on (for ours: the last round(r·K) channels, PNC's tail drop;
-for every method: nothing after that slot arrives in time).
+Loss (:func:`loss_points`, :func:`make_draws`): ``--loss`` is a family swept over the rates (random,
+ge/burst, tail) or one spec (random:0.3, wifi, grace:0.3,3, trace:FILE, ...; network/loss.py). Per point
+one (N, ``DRAW_SLOTS``) mask, 1 = delivered, from network.loss.draws with the run's seed: row f is
+network.loss.frame_slots, exactly what sender_encode.py --loss SPEC --seed S drops in frame f (the same
+seed at every rate, so for ``random`` the lost slots at a lower rate are also lost at a higher one).
+Every method sends frame f's packets in slots 0, 1, ... of row f: ours channel 0 first, JPEG/WebP/H.264
+their data packets, then FEC parity. ``tail`` is a per-frame deadline counted in packet slots: with
+K = our packets per frame, the rate r loses every slot from K - round(r·K) on (for ours: the last
+round(r·K) channels, PNC's tail drop; for every method: nothing after that slot arrives in time).
 
 Ours (:class:`OurCodec`): each frame is encoded once - encoder, quantiser, entropy coder, packetiser
 (codec.packetize.encode_frame) - and for each draw its delivered packets are parsed and entropy-decoded
-(decode_packets), filled and decoded (decode_latent) frame by frame, the temporal state carried
-across frames, as receiver_decode.py does: zero fill repeats the last shown frame when no packet of a
-frame arrived; the ConvLSTM fill always shows its filled decode. A frame is *fresh* if at least one
-of its packets arrived. Bytes are payload bytes (packet minus the 52-byte header), as for the baselines.
+(decode_packets) and shown by playback.conceal.Player, the receiver's own path, frame by frame with
+its state carried across frames. Policies: ``zero+repeat-last`` (row "ours": lost channels zero, a
+frame of which nothing arrived repeats the last shown frame) and ``convlstm`` ("ours+convlstm": the
+ConvLSTM fill, always decoded). A frame is *fresh* if at least one of its packets arrived. Bytes are
+payload bytes (packet minus the 52-byte header), as for the baselines.
 
 Metrics (:func:`score`): on the displayed 8-bit RGB frames against the originals - mean per-frame PSNR,
 SSIM and MS-SSIM (None when the frames are <= 160 px), SSIM in dB of the mean SSIM, mean payload bytes
@@ -40,13 +43,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from codec.packetize import codec_from_checkpoint, decode_latent, decode_packets, encode_frame
+from codec.packetize import codec_from_checkpoint, decode_packets, encode_frame
 from codec.wire import HEADER_SIZE, MAX_PACKETS_PER_FRAME
 from data import DataError, FrameDataset, load_videos, split_videos
-from evaluation.baselines import METHODS, as_frames, decode_image, encode_image, loss_draws, make_baseline
+from evaluation.baselines import METHODS, as_frames, decode_image, encode_image, make_baseline
 from models import has_head
 from models.classifier import predict
-from network.loss import DEFAULT_BURST_LEN
+from network.loss import DEFAULT_BURST_LEN, LOSS_MODELS, LossModel, TailLoss, draws, parse_loss
+from playback.conceal import DEFAULT_POLICY, Player
 from utils import metrics
 
 log = logging.getLogger(__name__)
@@ -118,15 +122,28 @@ def load_sequence(specs: list[str], size: int, seed: int, max_frames: int | None
                     [v.name for v in videos], split)
 
 
-def make_draws(mode: str, rate: float, n_frames: int, seed: int, our_packets: int,
-               burst_len: float = DEFAULT_BURST_LEN) -> torch.Tensor:
-    """(n_frames, DRAW_SLOTS) delivery mask for every method at one loss rate (module docstring)."""
-    if mode == "tail":
-        lost = round(rate * our_packets)
-        head = loss_draws("tail", n_frames=n_frames, slots=our_packets, seed=seed, lost=lost)
-        rest = torch.full((n_frames, DRAW_SLOTS - our_packets), 0.0 if lost else 1.0)
+def make_draws(loss: LossModel, n_frames: int, seed: int, our_packets: int) -> torch.Tensor:
+    """(n_frames, DRAW_SLOTS) delivery mask for every method under one loss model (module docstring):
+    network.loss.draws, so row f is what sender_encode.py --loss with the same seed drops in frame f.
+    ``tail`` rows are drawn over our packets and nothing after them arrives."""
+    if isinstance(loss, TailLoss):
+        head = draws(loss, n_frames, our_packets, seed)
+        rest = torch.full((n_frames, DRAW_SLOTS - our_packets), 0.0 if loss.lost else 1.0)
         return torch.cat([head, rest], dim=1)
-    return loss_draws(mode, rate, n_frames, slots=DRAW_SLOTS, seed=seed, burst_len=burst_len)
+    return draws(loss, n_frames, DRAW_SLOTS, seed)
+
+
+def loss_points(spec: str, rates: list[float], our_packets: int,
+                burst_len: float = DEFAULT_BURST_LEN) -> list[tuple[float, LossModel]]:
+    """evaluate.py's --loss as [(rate, model)]: a bare family (random, ge, burst, tail) at each of ``rates``
+    (``tail`` at rate r: the last round(r·K) of our K packets miss the deadline); any other spec is one
+    model at its own mean rate (``rates`` ignored)."""
+    if spec in LOSS_MODELS and spec != "none":
+        if spec == "tail":
+            return [(r, TailLoss(round(r * our_packets))) for r in rates]
+        return [(r, LOSS_MODELS[spec].at_rate(r, burst_len)) for r in rates]
+    loss = parse_loss(spec)
+    return [(loss.lost / max(our_packets, 1) if isinstance(loss, TailLoss) else loss.rate, loss)]
 
 
 @dataclass
@@ -146,13 +163,14 @@ class Shown:
 
 
 class OurCodec:
-    """Our codec on a fixed sequence: encodes once, then plays any loss draw through the wire path."""
+    """Our codec on a fixed sequence: encodes once, then plays any loss draw through the receiver's path
+    (codec.packetize.decode_packets, then playback.conceal.Player with a concealment policy)."""
 
     def __init__(self, model, codec, frames: torch.Tensor, temporal=None):
         self.model, self.codec, self.temporal = model, codec, temporal
         self.geometry = tuple(model.latent_shape(frames.shape[-2], frames.shape[-1]))
         if len(frames):  # warm-up, untimed: the first call pays for allocations and lazy set-up
-            decode_latent(model, *decode_packets(encode_frame(model, frames[0], 0, codec), codec, self.geometry))
+            Player(model).show(*decode_packets(encode_frame(model, frames[0], 0, codec), codec, self.geometry))
         t0 = time.perf_counter()
         self.packets = [encode_frame(model, x, f, codec) for f, x in enumerate(frames)]
         self.encode_ms = 1000.0 * (time.perf_counter() - t0) / max(len(frames), 1)
@@ -164,38 +182,36 @@ class OurCodec:
         return float(self.nbytes.mean())
 
     @torch.no_grad()
-    def run(self, draws: torch.Tensor, fill: str = "zero") -> Shown:
-        """Deliver frame f's packets where draws[f, :k_f] is 1, then decode like the receiver."""
-        temporal = self.temporal if fill == "convlstm" else None
-        if fill == "convlstm" and temporal is None:
-            raise ValueError("the ConvLSTM fill needs a temporal model")
-        classify = self.model.classify if fill == "zero" and has_head(self.model) else None
+    def run(self, draws: torch.Tensor, policy: str = DEFAULT_POLICY) -> Shown:
+        """Deliver frame f's packets where draws[f, :k_f] is 1, then conceal and decode as the receiver."""
+        player = Player(self.model, policy, self.temporal)
+        classify = self.model.classify if player.policy == DEFAULT_POLICY and has_head(self.model) else None
         shown, fresh, masks, heads = [], [], [], []
-        state, last, spent, decoded = None, None, 0.0, 0
+        spent, decoded = 0.0, 0
         for f, packets in enumerate(self.packets):
             if len(packets) > draws.shape[1]:
                 raise ValueError(f"frame {f} has {len(packets)} packets, the draw {draws.shape[1]} slots")
             got = [p for p, ok in zip(packets, draws[f, :len(packets)].tolist()) if ok > 0.5]
             t0 = time.perf_counter()
             z, mask = decode_packets(got, self.codec, self.geometry)
-            if temporal is None and not got and last is not None:
-                x_hat = last  # nothing arrived: the previous frame stays (receiver_decode's repeat_last)
-            else:
-                x_hat, state = decode_latent(self.model, z, mask, temporal, state)
-                x_hat = metrics.to_uint8(x_hat)
+            out = player.show(z, mask)
+            if out.decoded:
                 spent += time.perf_counter() - t0
                 decoded += 1
             if classify is not None:
                 heads.append(classify(z, mask).argmax(1))
-            last = x_hat
-            shown.append(x_hat)
+            shown.append(metrics.to_uint8(out.x_hat))
             fresh.append(bool(got))
             masks.append(mask[0])
-        name = OURS_TEMPORAL if temporal is not None else OURS
-        return Shown(name, as_frames(torch.cat(shown)), np.array(fresh), self.nbytes.copy(), self.counts.copy(),
-                     self.encode_ms, 1000.0 * spent / decoded if decoded else math.nan,
-                     {"bits": self.codec.bits, "quant_mode": self.codec.mode, "fill": fill},
+        return Shown(method_name(player.policy), as_frames(torch.cat(shown)), np.array(fresh), self.nbytes.copy(),
+                     self.counts.copy(), self.encode_ms, 1000.0 * spent / decoded if decoded else math.nan,
+                     {"bits": self.codec.bits, "quant_mode": self.codec.mode, "fill": player.policy},
                      torch.cat(heads) if heads else None, torch.stack(masks))
+
+
+def method_name(policy: str) -> str:
+    """Our row's method name for a concealment policy: ours (zero fill, repeat last), ours+convlstm, ours+POLICY."""
+    return {DEFAULT_POLICY: OURS, "convlstm": OURS_TEMPORAL}.get(policy, f"{OURS}+{policy}")
 
 
 def from_baseline(result) -> Shown:
@@ -267,10 +283,14 @@ def original_row(seq: Sequence, mode: str, rate: float, classifier, targets) -> 
 
 def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates: list[float], baselines: list[str],
                       seed: int, burst_len: float = DEFAULT_BURST_LEN, classifier=None, strip_rate: float = 0.3,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, policies: list[str] | None = None) -> dict:
     """Every method at every loss rate on one sequence. Returns {"rows", "strip", "target_bytes", "our_packets"}.
 
-    Per rate ONE draw (:func:`make_draws`) is made and handed to every method. The baselines' byte
+    ``mode`` is evaluate.py's --loss: a family swept over ``rates`` (random, ge, burst, tail) or one full
+    spec (random:0.3, wifi, trace:FILE, ...; its rate is the model's, ``rates`` ignored). ``policies``:
+    our concealment policies (default: zero+repeat-last, and convlstm with a temporal model).
+    Per rate ONE draw (:func:`make_draws`) is made and handed to every method; the result's "rates" are
+the rates evaluated. The baselines' byte
     budget is our mean payload bytes per frame (their matched-bytes searches run in make_baseline).
     ``strip`` holds the displayed frames of STRIP_METHODS at the rate closest to ``strip_rate``.
     """
@@ -288,12 +308,14 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates
         baselines, desc="encode baselines", disable=not progress, leave=False)}
     targets = classifier_targets(seq, classifier) if classifier is not None else None
     head_targets = classifier_targets(seq, model) if has_head(model) and seq.labelled else None
+    losses = loss_points(mode, rates, our_packets, burst_len)
+    rates = [r for r, _ in losses]
     strip_at = min(rates, key=lambda r: abs(r - strip_rate))
-    fills = ["zero"] + (["convlstm"] if temporal is not None else [])
+    fills = policies or [DEFAULT_POLICY] + (["convlstm"] if temporal is not None else [])
     rows, strip = [], {}
     bar = tqdm(total=len(rates) * (len(fills) + len(runners)), desc=f"{mode} loss", disable=not progress)
-    for rate in rates:
-        draws = make_draws(mode, rate, len(reference), seed, our_packets, burst_len)
+    for rate, loss in losses:
+        draws = make_draws(loss, len(reference), seed, our_packets)
         if classifier is not None:
             rows.append(original_row(seq, mode, rate, classifier, targets))
         for job in [*fills, *runners.values()]:  # every method gets this very draw
@@ -305,7 +327,7 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates
             bar.update()
     bar.close()
     return {"rows": rows, "strip": {"rate": strip_at, "frames": strip, "reference": reference},
-            "target_bytes": target, "our_packets": our_packets}
+            "target_bytes": target, "our_packets": our_packets, "rates": rates}
 
 
 def rd_points(model, ckpt: dict | None, frames: torch.Tensor, bits: list[int], baselines: list[str],

@@ -7,15 +7,12 @@ Which frames lose channels (``pattern``), and which channels they lose (``mode``
   each preceded by ``gap`` clean frames: clean x gap, lossy x n, clean x gap, lossy x n, ... The first
   frame is always clean, so a burst starts from a reference (the prototype's t = 0 was always lossy).
 
-Three ways to fill the lost channels (``FILLS``), all decoded by the same frame decoder:
+The fills (``FILLS``: zero, copy, convlstm) are the receiver's, from playback.conceal (``fill_clip``
+runs one over a whole clip; the ConvLSTM as ``model.fill``), all decoded by the same frame decoder.
 
-- ``zero``: lost channels stay zero (decoder told the real mask);
-- ``copy``: each lost channel keeps the value of the previous frame's filled latent, i.e. the last
-  received value (decoder told which channels have ever arrived);
-- ``convlstm``: the model's ConvLSTM (``model.fill``; decoder told every channel has a value).
-
-Evaluation masks are reproducible: frame t of clip i loses the channels of
-``eval_mask(mode, 1, C, lost, seed=frame_seed(seed, i, t))``, whatever the pattern and the fill, so
+Evaluation masks are reproducible: frame t of clip i loses the channels of ``eval_mask(mode, 1, C,
+lost, seed=frame_seed(frame_seed(seed, i), t))`` (network.loss.frame_seed, the rule of every loss
+draw), whatever the pattern and the fill, so
 the three fills and the patterns see the same losses. Scores are means over the *lossy* frames of
 per-frame PSNR / SSIM (utils.metrics); at 0 lost channels the same frames are scored, clean.
 """
@@ -26,12 +23,12 @@ import hashlib
 
 import torch
 
-from network.loss import apply_mask, eval_mask, sample_masks
+from network.loss import apply_mask, consecutive_lossy, eval_mask, frame_seed, sample_masks
+from playback.conceal import FILLS, fill_clip
 from utils.metrics import psnr, ssim
 
 PATTERNS = ("iid", "consecutive")
 TRAIN_PATTERNS = PATTERNS + ("mixed",)
-FILLS = ("zero", "copy", "convlstm")
 BURSTS = (1, 3, 5)
 GAP = 3
 
@@ -44,8 +41,7 @@ def lossy_frames(pattern: str, length: int, n: int = 1, gap: int = GAP, start: i
         raise ValueError(f"unknown temporal pattern {pattern!r}; choose from {', '.join(PATTERNS)}")
     if n < 1 or gap < 1:
         raise ValueError(f"consecutive pattern needs n >= 1 and gap >= 1, got n={n} gap={gap}")
-    t = torch.arange(length) - (gap if start is None else start)
-    return (t >= 0) & (t % (n + gap) < n)
+    return torch.tensor([consecutive_lossy(t, n, gap, start) for t in range(length)], dtype=torch.bool)
 
 
 def training_masks(mode: str, pattern: str, batch: int, length: int, channels: int, max_drop: int,
@@ -74,37 +70,18 @@ def training_masks(mode: str, pattern: str, batch: int, length: int, channels: i
     return torch.where(lossy[..., None], masks, torch.ones_like(masks))
 
 
-def frame_seed(seed: int, clip: int, t: int) -> int:
-    return (seed * 1_000_003 + clip) * 10_007 + t
-
-
 def eval_masks(mode: str, lossy: torch.Tensor, channels: int, lost: int, seed: int, clip: int = 0) -> torch.Tensor:
     """Reproducible (T, C) masks: lossy frames lose ``lost`` channels (eval_mask seeded per frame)."""
-    rows = [eval_mask(mode, 1, channels, lost, seed=frame_seed(seed, clip, t))[0] if bool(lossy[t])
+    base = frame_seed(seed, clip)
+    rows = [eval_mask(mode, 1, channels, lost, seed=frame_seed(base, t))[0] if bool(lossy[t])
             else torch.ones(channels) for t in range(len(lossy))]
     return torch.stack(rows)
 
 
-def copy_previous(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Fill lost channels with the previous frame's filled latent: z (B,T,C,h,w), mask (B,T,C)."""
-    out, prev = [], torch.zeros_like(z[:, 0])
-    for t in range(z.shape[1]):
-        m = mask[:, t, :, None, None].to(torch.bool)
-        prev = torch.where(m, z[:, t], prev)
-        out.append(prev)
-    return torch.stack(out, dim=1)
-
-
 def apply_fill(fill: str, model, z_sent: torch.Tensor, mask: torch.Tensor):
-    """(filled latent, decoder mask) for one fill; z_sent (B,T,C,h,w) is the latent before loss."""
-    received = apply_mask(z_sent, mask)
-    if fill == "zero":
-        return received, mask
-    if fill == "copy":
-        return copy_previous(received, mask), torch.cummax(mask, dim=1).values
-    if fill == "convlstm":
-        return model.fill(received, mask)[0], torch.cummax(mask, dim=1).values  # as model.forward decodes
-    raise ValueError(f"unknown fill {fill!r}; choose from {', '.join(FILLS)}")
+    """(filled latent, decoder mask) for one fill (playback.conceal.fill_clip, the receiver's fills on a
+    whole clip); z_sent (B,T,C,h,w) is the latent before loss, ``model`` the conv_lstm_ae."""
+    return fill_clip(fill, apply_mask(z_sent, mask), mask, temporal=model)
 
 
 def _scores(model, z, mask, x, frames: list[int], amp_ctx, memo: dict, chunk: int = 8):

@@ -15,6 +15,8 @@ import evaluate
 from evaluation import runner as evaluation
 from evaluation.baselines import ImageCodec
 from models import build_model, load_codec_model
+from network.loss import RandomLoss
+from playback.conceal import DEFAULT_POLICY
 from utils.checkpoint import make_checkpoint, save_checkpoint
 
 SIZE = 64
@@ -115,7 +117,7 @@ def test_every_method_sees_the_same_draw(ckpts, monkeypatch):
             return result
         return spy
 
-    def our_run(self, draws, fill="zero"):
+    def our_run(self, draws, fill=DEFAULT_POLICY):
         shown = real_run(self, draws, fill)
         seen.setdefault(shown.method, []).append((draws, shown))
         return shown
@@ -127,7 +129,7 @@ def test_every_method_sees_the_same_draw(ckpts, monkeypatch):
     assert set(seen) == {"ours", "ours+convlstm", "jpeg", "jpeg-best", "h264-fec20"}
     for i, rate in enumerate([0.0, 0.4]):
         draws = seen["ours"][i][0]
-        assert torch.equal(draws, evaluation.make_draws("random", rate, 6, 3, 16))
+        assert torch.equal(draws, evaluation.make_draws(RandomLoss(rate), 6, 3, 16))
         assert all(seen[m][i][0] is draws for m in seen)  # one draw object handed to every method
         for m in ("ours", "ours+convlstm"):  # one channel per packet, channel 0 first: mask = slots 0..C-1
             assert torch.equal(seen[m][i][1].masks, draws[:, :16])
@@ -138,10 +140,11 @@ def test_every_method_sees_the_same_draw(ckpts, monkeypatch):
 
 
 def test_tail_is_a_deadline_in_packet_slots():
-    d = evaluation.make_draws("tail", 0.25, 3, 0, 16)
-    assert d.shape == (3, evaluation.DRAW_SLOTS)
+    (rate, loss), = evaluation.loss_points("tail", [0.25], 16)
+    d = evaluation.make_draws(loss, 3, 0, 16)
+    assert d.shape == (3, evaluation.DRAW_SLOTS) and rate == 0.25
     assert torch.equal(d[:, :12], torch.ones(3, 12)) and not d[:, 12:].any()
-    assert evaluation.make_draws("tail", 0.0, 3, 0, 16).all()
+    assert evaluation.make_draws(evaluation.loss_points("tail", [0.0], 16)[0][1], 3, 0, 16).all()
 
 
 @pytest.mark.parametrize("loss", ["tail", "burst"])

@@ -9,6 +9,7 @@ import torch
 import autoencoder_train_vid_sequence as vid
 from evaluation import temporal as temporal_eval
 from models import build_model, load_model
+from playback.conceal import fill_clip
 from utils.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 
 
@@ -121,7 +122,8 @@ def test_untrained_model_is_copy_previous():
     z, mask = torch.randn(2, 6, 16, 4, 4), random_mask(2, 6, 16, seed=3)
     with torch.no_grad():
         filled = model.fill(z * mask[..., None, None], mask)[0]
-    assert torch.equal(filled, temporal_eval.copy_previous(z * mask[..., None, None], mask))
+    copied, seen = fill_clip("copy", z * mask[..., None, None], mask)
+    assert torch.equal(filled, copied) and torch.equal(seen, torch.cummax(mask, dim=1).values)
 
 
 def test_bidirectional_states_are_aligned_in_time_and_not_live():
