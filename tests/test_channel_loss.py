@@ -52,20 +52,23 @@ def test_random_and_burst_rates_bounded_by_drops():
         assert not torch.equal(m[0], m[1]) or not torch.equal(m[1], m[2])  # per sample
 
 
+def _bursts(lost: list[float]) -> list[int]:
+    runs, n = [], 0
+    for v in lost + [0.0]:
+        if v:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs
+
+
 def test_gilbert_elliott_burst_lengths():
     g = torch.Generator().manual_seed(3)
     m = gilbert_elliott(200, 200, torch.full((200,), 0.3), burst_len=4.0, generator=g)
     lost = 1 - m
     assert abs(lost.mean().item() - 0.3) < 0.03
-    runs = []
-    for row in lost.tolist():
-        n = 0
-        for v in row + [0.0]:
-            if v:
-                n += 1
-            elif n:
-                runs.append(n)
-                n = 0
+    runs = [n for row in lost.tolist() for n in _bursts(row)]
     assert 3.3 < sum(runs) / len(runs) < 4.7
 
 
@@ -129,17 +132,6 @@ def test_grace_loses_only_runs_of_n_frames():
     d = draws(parse_loss("grace:0.5,3"), 12, 64, seed=0)
     lossy = (d == 0).any(1).tolist()
     assert lossy == [False, False, False, True, True, True] * 2  # 3 clean frames, then 3 lossy
-
-
-def _bursts(lost: list[float]) -> list[int]:
-    runs, n = [], 0
-    for v in lost + [0.0]:
-        if v:
-            n += 1
-        elif n:
-            runs.append(n)
-            n = 0
-    return runs
 
 
 @pytest.mark.parametrize("name", ["wifi", "cellular", "lossy-wifi", "congested"])
