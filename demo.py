@@ -57,7 +57,7 @@ def parse_args(argv):
     p.add_argument("--size", type=int, default=224, help="frame side (resize + center crop)")
     p.add_argument("--max-frames", "--max_frames", type=int, default=None,
                    help="stream at most this many frames (default: the whole clip)")
-    p.add_argument("--loss", default="random:0.3", help="emulated packet loss of the stream (network/loss.py)")
+    p.add_argument("--loss", default="random:0.3", help="emulated packet loss of the stream (network/loss/models.py)")
     p.add_argument("--seed", type=int, default=1, help="seed of the stream's emulated loss")
     p.add_argument("--eval-frames", "--eval_frames", type=int, default=48,
                    help="frames evaluate.py scores per method and loss rate (0: skip the evaluation)")

@@ -14,7 +14,7 @@ decoder (playback.conceal, the receiver's path), with the temporal state carried
 rate ONE per-packet-slot draw (network.loss.draws, seeded by ``--seed``; row f is what sender_encode.py
 --loss SPEC --seed S drops in frame f) is shared by every method: frame f's packets use slots 0..k-1 of
 row f, ours channel 0 first. ``--loss`` is a family swept over ``--rates`` (random, ge, burst, tail) or
-one spec at its own rate (random:0.3, wifi, grace:0.3,3, trace:FILE; see network/loss.py).
+one spec at its own rate (random:0.3, wifi, grace:0.3,3, trace:FILE; see network/loss/models.py).
 Methods: ``ours`` (lost channels zero-filled, a frame with nothing received repeats the last),
 ``ours+convlstm`` (with ``--temporal``, or a conv_lstm_ae ``--model_path``: the same packets, filled by
 the ConvLSTM), ``jpeg``/``webp`` at the quality whose mean bytes/frame is closest to ours,
@@ -73,7 +73,7 @@ def parse_args(argv):
     p.add_argument("--loss", default="random",
                    help="packet loss: a family swept over --rates (random, ge, burst, tail) or one spec "
                         "(random:P, ge:P,L, tail:K, grace:P,N, trace:FILE[,K], wifi, cellular, lossy-wifi, "
-                        "congested; network/loss.py), the same slots sender_encode.py --loss drops")
+                        "congested; network/loss/models.py), the same slots sender_encode.py --loss drops")
     p.add_argument("--burst-len", type=float, default=DEFAULT_BURST_LEN, help="mean burst length (ge/burst sweep)")
     p.add_argument("--rates", default="0,0.05,0.1,0.2,0.3,0.5", help="packet loss rates")
     p.add_argument("--baselines", default="jpeg,webp,h264,h264-fec",

@@ -13,8 +13,8 @@ seed's ``--input_dir``; frames are resized and center-cropped to ``--size``. The
 from the checkpoint's own metadata. Frames are paced at ``--fps`` (0 = as fast as possible); each
 frame's packets are sent in channel order until ``--deadline-ms`` after its capture, the rest are
 dropped (PNC-style). ``--loss`` drops packet slots at the sender (none, random:P, ge:P,L, burst:P,L,
-tail:K, grace:P,N, trace:FILE, presets wifi/cellular/lossy-wifi/congested; network/loss.py), seeded by
-``--seed``: frame i loses the slots of row i of evaluate.py's draws for the same spec and seed
+tail:K, grace:P,N, trace:FILE, presets wifi/cellular/lossy-wifi/congested; network/loss/models.py),
+seeded by ``--seed``: frame i loses the slots of row i of evaluate.py's draws for the same spec and seed
 (network.loss.frame_slots). The stream ends with an end-of-stream packet. Over TCP the sender
 retries connecting for ``--connect-timeout`` s if the receiver is not up yet.
 Prints a summary (frames, bytes/frame, packets, stage times) at the end; ``--stats`` writes one
@@ -60,7 +60,7 @@ def parse_args(argv):
                    help="stop sending a frame's packets this long after its capture (0 = never)")
     p.add_argument("--loss", default="none",
                    help="emulated packet loss: none, random:P, ge:P,L, burst:P,L, tail:K, grace:P,N, trace:FILE[,K], "
-                        "wifi, cellular, lossy-wifi, congested (network/loss.py)")
+                        "wifi, cellular, lossy-wifi, congested (network/loss/models.py)")
     p.add_argument("--seed", type=int, default=0, help="seed of the emulated loss")
     p.add_argument("--bits", type=int, default=None,
                    help="quantisation bits (default: the checkpoint's calibration, else 4)")

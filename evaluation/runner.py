@@ -7,8 +7,8 @@ videos are center-cropped to ``size`` x ``size`` and played back to back as ONE 
 is a scene cut for every method); ``max_frames`` caps the total, shared out evenly over the videos.
 
 Loss (:func:`loss_points`, :func:`make_draws`): ``--loss`` is a family swept over the rates (random,
-ge/burst, tail) or one spec (random:0.3, wifi, grace:0.3,3, trace:FILE, ...; network/loss.py). Per point
-one (N, ``DRAW_SLOTS``) mask, 1 = delivered, from network.loss.draws with the run's seed: row f is
+ge/burst, tail) or one spec (random:0.3, wifi, grace:0.3,3, trace:FILE, ...; network/loss/models.py).
+Per point one (N, ``DRAW_SLOTS``) mask, 1 = delivered, from network.loss.draws with the run's seed: row f is
 network.loss.frame_slots, exactly what sender_encode.py --loss SPEC --seed S drops in frame f (the same
 seed at every rate, so for ``random`` the lost slots at a lower rate are also lost at a higher one).
 Every method sends frame f's packets in slots 0, 1, ... of row f: ours channel 0 first, JPEG/WebP/H.264

@@ -132,7 +132,7 @@ def fill_clip(fill: str, z: torch.Tensor, mask: torch.Tensor, temporal=None):
 
 
 @dataclass
-class Shown:
+class ShownFrame:
     """One shown frame: x_hat (1,3,H,W) in [0,1]; z and mask: the latent and decoder mask decoded (or
     that would have been); concealment label; fill_s: seconds in the fill; decoded: x_hat is a new decode."""
 
@@ -158,15 +158,15 @@ class Player:
         self.state, self.last = None, None
 
     @torch.no_grad()
-    def show(self, z: torch.Tensor, mask: torch.Tensor, late: bool = False) -> Shown:
+    def show(self, z: torch.Tensor, mask: torch.Tensor, late: bool = False) -> ShownFrame:
         received, channels = int(mask.sum()), mask.shape[1]
         t0 = time.perf_counter()
         z_used, used, self.state = self.fill.step(z, mask, self.state)
         fill_s = time.perf_counter() - t0
         if self.last is not None and late:
-            return Shown(self.last, z_used, used, "skipped_late", fill_s, False)
+            return ShownFrame(self.last, z_used, used, "skipped_late", fill_s, False)
         if self.last is not None and self.repeat_last and received == 0:
-            return Shown(self.last, z_used, used, "repeat_last", fill_s, False)
+            return ShownFrame(self.last, z_used, used, "repeat_last", fill_s, False)
         self.last = self.model.decode(z_used, used)
         if received == channels:
             label = None
@@ -174,4 +174,4 @@ class Player:
             label = "all_lost_decode"
         else:
             label = self.fill.label
-        return Shown(self.last, z_used, used, label, fill_s, True)
+        return ShownFrame(self.last, z_used, used, label, fill_s, True)
