@@ -128,6 +128,19 @@ def test_rows_are_prefix_stable_and_seeded_per_frame(spec):
         assert not torch.equal(full, draws(model, 20, MAX_PACKETS_PER_FRAME, seed=5))
 
 
+@pytest.mark.parametrize("spec", ["random:0.3", "ge:0.2,3", "congested", "grace:0.3,3", "trace:wifi", "tail:3"])
+def test_the_sender_emulator_loses_evaluates_slots(spec):
+    """60 frames: LossEmulator (sender_encode.py --loss SPEC --seed 7) drops exactly the slots of evaluate's
+    draw rows, for frames of 16 packets and of fewer (``tail`` is relative to the frame's own packets)."""
+    model, emu = parse_loss(spec), LossEmulator(spec, seed=7)
+    rows = draws(model, 60, 16, seed=7)
+    for f in range(60):
+        assert emu.pattern(f, 16) == [bool(v) for v in rows[f]]
+        k = 10 + f % 7
+        want = frame_slots(model, f, k, 7) if spec.startswith("tail") else rows[f, :k]
+        assert emu.pattern(f, k) == [bool(v) for v in want]
+
+
 def test_grace_loses_only_runs_of_n_frames():
     d = draws(parse_loss("grace:0.5,3"), 12, 64, seed=0)
     lossy = (d == 0).any(1).tolist()

@@ -25,8 +25,9 @@ import sender_encode
 from codec import wire
 from codec.packetize import decode_packets, encode_frame
 from data import read_frames
+from evaluation.runner import make_draws
 from models import build_model, load_codec_model
-from network.loss import LossEmulator
+from network.loss import LossEmulator, parse_loss
 from network.transport import LENGTH, TcpReceiver
 from utils.checkpoint import make_checkpoint, save_checkpoint
 from utils.metrics import to_uint8
@@ -99,11 +100,15 @@ def run_pair(out: Path, assets, transport: str, rx_extra=(), tx_extra=(), ckpt=N
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_stream_with_random_loss_matches_offline_decode(tmp_path, assets, transport):
+    stats = tmp_path / "tx.jsonl"
     tx, summary, lines = run_pair(tmp_path / "rx", assets, transport,
-                                  tx_extra=["--loss", "random:0.3", "--seed", "1"])
+                                  tx_extra=["--loss", "random:0.3", "--seed", "1", "--stats", str(stats)])
     assert tx["frames"] == 60 and summary["frames"] == 60
     assert [r["frame"] for r in lines] == list(range(60))  # every frame accounted for, once, in order
     assert all("bytes" in r and "psnr" in r for r in lines)
+    draws = make_draws(parse_loss("random:0.3"), 60, 1, 16)  # evaluate.py --loss random:0.3 --seed 1
+    sent = [json.loads(s)["sent"] for s in stats.read_text().splitlines()]
+    assert sent == [[j for j in range(16) if draws[f, j] > 0.5] for f in range(60)]  # the same slots lost
     emu = LossEmulator("random:0.3", seed=1)
     model, codec, _ = load_codec_model(assets["ckpt"])
     refs = list(read_frames(assets["video"], size=SIZE))
