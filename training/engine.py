@@ -41,6 +41,7 @@ import contextlib
 import logging
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,10 +191,10 @@ class _Fit:
     """The state of one fit() call: the loop, validation and checkpoints."""
 
     def __init__(self, args, model, optimizer, train_set, step_fn, validate_fn, env: DistEnv, *,
-                 warmup: int, log_every: int, curriculum: float, extra: dict | None):
+                 warmup: int | Callable[[int], int], log_every: int, curriculum: float, extra: dict | None):
         self.args, self.model, self.optimizer, self.env = args, model, optimizer, env
         self.train_set, self.step_fn, self.validate_fn = train_set, step_fn, validate_fn
-        self.warmup, self.log_every, self.curriculum, self.extra = warmup, log_every, curriculum, extra
+        self.log_every, self.curriculum, self.extra = log_every, curriculum, extra
         self.local_bs = args.batch_size // env.world_size
         self.sampler = EpochSampler(train_set, env.world_size, env.rank, args.seed)
         self.loader = DataLoader(train_set, batch_size=self.local_bs, sampler=self.sampler, drop_last=True,
@@ -204,6 +205,7 @@ class _Fit:
         self.total_steps = args.epochs * self.steps_per_epoch
         if args.max_steps is not None:
             self.total_steps = min(self.total_steps, args.max_steps)
+        self.warmup = warmup(self.total_steps) if callable(warmup) else warmup
         self.start_epoch, self.start_step, self.global_step, self.best = 0, 0, 0, float("-inf")
 
     def resume(self, last: Path) -> None:
@@ -290,14 +292,16 @@ class _Fit:
 
 
 def fit(args, model, optimizer, train_set, step_fn, validate_fn, *, env: DistEnv, name: str,
-        files: dict | None = None, extra: dict | None = None, warmup: int = 20, log_every: int = 10,
+        files: dict | None = None, extra: dict | None = None, warmup: int | Callable[[int], int] = 20,
+        log_every: int = 10,
         curriculum: float = 0.0, find_unused_parameters: bool = False) -> Run:
     """Train ``model`` on ``train_set`` (a dataset with ``set_epoch(epoch)``) for ``args.epochs`` epochs.
 
     ``name`` names a new run folder (``runs/NNN-<name>``); ``files`` are JSON files written into a new
-    run folder next to args.json (e.g. {"split.json": ...}); ``extra`` goes into best.pth. ``warmup``
-    steps of the learning rate; metrics.jsonl gets the training loss every ``log_every`` steps;
-    ``curriculum`` is the fraction of training over which ``Step.ramp`` rises.
+    run folder next to args.json (e.g. {"split.json": ...}); ``extra`` goes into best.pth. ``warmup``:
+    steps of learning-rate warmup, or a function of the run's total steps. metrics.jsonl gets the
+    training loss every ``log_every`` steps; ``curriculum`` is the fraction of training over which
+    ``Step.ramp`` rises; ``find_unused_parameters`` is handed to DDP.
     """
     loop = _Fit(args, model, optimizer, train_set, step_fn, validate_fn, env, warmup=warmup,
                 log_every=log_every, curriculum=curriculum, extra=extra)
