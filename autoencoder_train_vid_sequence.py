@@ -73,21 +73,21 @@ def parse_args(argv):
     p.add_argument("--bidirectional", action="store_true", help="bidirectional ConvLSTM (offline evaluation only)")
     p.add_argument("--seq-len", "--seq_len", type=int, default=8, help="frames per training clip (T)")
     p.add_argument("--clip-stride", type=int, default=8, help="frames between the starts of training clips")
+    p.add_argument("--hold-prob", type=float, default=0.25,
+                   help="fraction of training clips made still (every frame = the first): static scenes, "
+                        "where copy-previous is right, which a moving training video never shows")
     p.add_argument("--pattern", choices=temporal_eval.TRAIN_PATTERNS, default="mixed",
                    help="lossy frames in training: iid (every frame), one burst of consecutive frames, "
                         "or mixed (each clip one of the two)")
     p.add_argument("--bursts", type=int_list, default=list(temporal_eval.BURSTS),
                    help="burst lengths n of consecutive lossy frames (training and evaluation)")
     p.add_argument("--gap", type=int, default=temporal_eval.GAP, help="clean frames before each evaluation burst")
-    p.add_argument("--hold-prob", type=float, default=0.25,
-                   help="fraction of training clips made still (every frame = the first): static scenes, "
-                        "where copy-previous is right, which a moving training video never shows")
     p.add_argument("--pixel-weight", type=float, default=1.0, help="weight of the pixel MSE")
+    p.add_argument("--latent-weight", type=float, default=0.1,
+                   help="weight of the variance-normalised latent MSE on lost channels")
     p.add_argument("--pixel-frames", type=int, default=1,
                    help="frames per clip decoded for the pixel loss, drawn per step (0 = all; the decoder "
                         "dominates the cost, the ConvLSTM always runs over the whole clip)")
-    p.add_argument("--latent-weight", type=float, default=0.1,
-                   help="weight of the variance-normalised latent MSE on lost channels")
     p.add_argument("--eval-frames", type=int, default=8, help="frames per test video in the final evaluation")
     p.add_argument("--eval-videos", type=int, default=2,
                    help="test videos in the final evaluation (evenly spaced over the test split)")
