@@ -61,6 +61,22 @@ def test_seed_names_follow_drop_mode(tmp_path):
     assert (out / "LRAE_VC_final_no_dropouts.pth").is_file()
 
 
+def test_resume_without_a_checkpoint_is_refused_unless_asked_to_start(tmp_path, monkeypatch):
+    """--resume with no last.pth (a typo in --out-dir, a first Slurm start) must not quietly train from
+    scratch and rewrite args.json; --resume-or-start starts the run there, and then continues it."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "typo"
+    with pytest.raises(SystemExit, match="has no last.pth to continue; pass --resume-or-start"):
+        run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1", "--resume", name="typo")
+    with pytest.raises(SystemExit, match="no last.pth"):  # no earlier LRAE_VC-random run under runs/
+        autoencoder_train.main(["--model", "LRAE_VC", *TINY, "--max-steps", "1", "--resume"])
+    assert not out.exists() and not (tmp_path / "runs").exists()
+    run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1", "--resume-or-start", name="typo")
+    run(tmp_path, "--model", "LRAE_VC", "--max-steps", "2", "--resume-or-start", name="typo")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train_loss" in r] == [1, 2]
+
+
 def weights(path):
     return torch.load(path, weights_only=True)["state_dict"]
 
