@@ -15,8 +15,8 @@ A full run, several GPUs, a cluster::
 Each run writes a folder (see training/engine.py) with args.json, split.json, metrics.jsonl,
 last.pth (``--resume`` continues from it), best.pth, the final weights under the seed's name
 (``<model>_final_w_random_drops.pth``, ``_w_taildrops``, ``_no_dropouts``, ``_w_burst_drops``,
-``_w_mixed_drops``), sweep.json/png, loss_curve.png and reconstructions.png. Validation runs every epoch at 0/25/50/75 % of the
-channels lost; "best" is the highest mean PSNR over those levels.
+``_w_mixed_drops``), sweep.json/png, loss_curve.png and reconstructions.png. Validation runs every
+epoch at 0/25/50/75 % of the channels lost; "best" is the highest mean PSNR over those levels.
 """
 
 from __future__ import annotations

@@ -10,12 +10,13 @@ The classifier that evaluate.py --classifier runs on reconstructions (PROTOTYPE.
 Data: any labelled source of the data package (``synthetic`` by default; UCF Sports frames, <class>/
 folders). Videos are split WHOLE into train/val/test (data.split_videos with ``--seed``), so no frame
 of a test video is ever trained on (the prototype split frames at random). Training frames are random
-crops of side ``--size`` (FrameDataset(train=True)), mirrored only for sources whose labels survive a
-mirror (never the synthetic clips, where it would swap move_left/move_right); evaluation frames are
-center crops. Training frames also get a colour jitter (``--colour-jitter``: RGB channels shuffled, a
-gain and an offset per channel; see data/datasets.py): with a dozen scenes per class a CNN otherwise
-tells the training videos apart by their colours instead of learning the motion cue (on ``synthetic``
-without it: train accuracy 1.0, test accuracy near chance). Cross-entropy, Adam, cosine learning rate.
+crops of side ``--crop`` (default ``--size``; FrameDataset(train=True)), mirrored only for sources
+whose labels survive a mirror (never the synthetic clips, where it would swap move_left/move_right);
+evaluation frames are center crops. Training frames also get a colour jitter (``--colour-jitter``: RGB
+channels shuffled, a gain and an offset per channel; see data/datasets.py): with a dozen scenes per
+class a CNN otherwise tells the training videos apart by their colours instead of learning the motion
+cue (on ``synthetic`` without it: train accuracy 1.0, test accuracy near chance). Cross-entropy, Adam,
+cosine learning rate.
 
 The run folder (training/engine.py) holds args.json, split.json, metrics.jsonl (train loss/accuracy,
 validation accuracy per epoch), last.pth (``--resume``), best.pth (highest validation accuracy),

@@ -37,6 +37,7 @@ not given (where the seed's sender/receiver commands look), or to ``--export-dir
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import math
@@ -166,7 +167,7 @@ class Step:
 class Run:
     """A finished fit: its folder, metrics log and best validation score."""
 
-    args: object
+    args: argparse.Namespace
     dir: Path
     metrics: MetricsLog
     best: float
@@ -188,7 +189,7 @@ class Run:
 
 
 class _Fit:
-    """The state of one fit() call: the loop, validation and checkpoints."""
+    """One fit() call: its run folder, position, best score, the loop, validation and checkpoints."""
 
     def __init__(self, args, model, optimizer, train_set, step_fn, validate_fn, env: DistEnv, *,
                  warmup: int | Callable[[int], int], log_every: int, curriculum: float, extra: dict | None):
@@ -208,6 +209,20 @@ class _Fit:
         self.warmup = warmup(self.total_steps) if callable(warmup) else warmup
         self.start_epoch, self.start_step, self.global_step, self.best = 0, 0, 0, float("-inf")
 
+    def open(self, name: str, files: dict) -> None:
+        """The run folder; then either the state of its last.pth or, for a new run, args.json and ``files``."""
+        self.dir, last = open_run(self.args, name, self.env.is_main)
+        self.env.barrier()
+        self.model.to(self.env.device)
+        if self.args.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if last is not None:
+            self.resume(last)
+        elif self.env.is_main:
+            for file, obj in {"args.json": vars(self.args), **files}.items():
+                write_json(self.dir / file, obj)
+        self.metrics = MetricsLog(self.dir, self.env.is_main)
+
     def resume(self, last: Path) -> None:
         """Model, optimizer, RNG, position and best score from ``last.pth``, which must hold this model."""
         ckpt = load_checkpoint(last, map_location=self.env.device)
@@ -223,10 +238,10 @@ class _Fit:
         self.best = ckpt["metrics"].get("best", self.best)
         log.info("resumed %s at epoch %d, step %d", last, self.start_epoch, self.start_step)
 
-    def save_last(self, run_dir: Path, epoch: int, step: int) -> None:
+    def save_last(self, epoch: int, step: int) -> None:
         """last.pth on rank 0 (resumes at batch ``step`` of ``epoch``), then a barrier."""
         if self.env.is_main:
-            save_checkpoint(run_dir / LAST, make_checkpoint(
+            save_checkpoint(self.dir / LAST, make_checkpoint(
                 self.model, optimizer=self.optimizer, epoch=epoch, step=step, args=vars(self.args),
                 rng=capture_rng(), metrics={"best": self.best}))
         self.env.barrier()
@@ -240,7 +255,7 @@ class _Fit:
         torch.manual_seed(g.initial_seed())  # dropout etc.: the same draws after a resume
         return Step(epoch, index, self.global_step, self.total_steps, lr, g, self.curriculum)
 
-    def train_epoch(self, net, run_dir: Path, metrics: MetricsLog, epoch: int, skip: int) -> int:
+    def train_epoch(self, net, epoch: int, skip: int) -> int:
         """One epoch from batch ``skip``; returns the batches done in it."""
         self.sampler.set_epoch(epoch, skip * self.local_bs)
         self.train_set.set_epoch(epoch)  # the dataset's random crops depend on (seed, epoch, item)
@@ -261,40 +276,40 @@ class _Fit:
             record = {"train_loss": loss.item(), **logs, "lr": s.lr}
             bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in record.items()})
             if self.global_step % self.log_every == 0 or self.global_step == self.total_steps:
-                metrics.write(epoch=epoch, step=self.global_step, **record)
+                self.metrics.write(epoch=epoch, step=self.global_step, **record)
             if self.args.ckpt_every and self.global_step % self.args.ckpt_every == 0 and index < self.steps_per_epoch:
-                self.save_last(run_dir, epoch, index)
+                self.save_last(epoch, index)
         return index
 
-    def validate(self, run_dir: Path, metrics: MetricsLog, epoch: int) -> None:
+    def validate(self, epoch: int) -> None:
         """Rank 0: score the model, log it, and keep best.pth when the score beats the best so far."""
         with torch.no_grad():
             score, record, text = self.validate_fn(unwrap(self.model))
-        metrics.write(epoch=epoch, step=self.global_step, **record)
+        self.metrics.write(epoch=epoch, step=self.global_step, **record)
         tqdm.write(f"epoch {epoch + 1}: {text}")
         if score > self.best:
             self.best = score
-            save_checkpoint(run_dir / BEST, make_checkpoint(self.model, epoch=epoch, step=self.global_step,
-                                                            args=vars(self.args), metrics=record, extra=self.extra))
+            save_checkpoint(self.dir / BEST, make_checkpoint(self.model, epoch=epoch, step=self.global_step,
+                                                             args=vars(self.args), metrics=record, extra=self.extra))
 
-    def run(self, net, run_dir: Path, metrics: MetricsLog) -> None:
+    def run(self, net) -> None:
+        """Epochs from the resume point to --epochs or --max-steps; validation and last.pth after each."""
         for epoch in range(self.start_epoch, self.args.epochs):
             if self.global_step >= self.total_steps:
                 break
-            done = self.train_epoch(net, run_dir, metrics, epoch, self.start_step if epoch == self.start_epoch else 0)
+            done = self.train_epoch(net, epoch, self.start_step if epoch == self.start_epoch else 0)
             last_epoch = epoch + 1 >= self.args.epochs or self.global_step >= self.total_steps
             if self.env.is_main and ((epoch + 1) % self.args.val_every == 0 or last_epoch):
-                self.validate(run_dir, metrics, epoch)
+                self.validate(epoch)
             if done >= self.steps_per_epoch:
-                self.save_last(run_dir, epoch + 1, 0)
+                self.save_last(epoch + 1, 0)
             else:
-                self.save_last(run_dir, epoch, done)
+                self.save_last(epoch, done)
 
 
 def fit(args, model, optimizer, train_set, step_fn, validate_fn, *, env: DistEnv, name: str,
         files: dict | None = None, extra: dict | None = None, warmup: int | Callable[[int], int] = 20,
-        log_every: int = 10,
-        curriculum: float = 0.0, find_unused_parameters: bool = False) -> Run:
+        log_every: int = 10, curriculum: float = 0.0, find_unused_parameters: bool = False) -> Run:
     """Train ``model`` on ``train_set`` (a dataset with ``set_epoch(epoch)``) for ``args.epochs`` epochs.
 
     ``name`` names a new run folder (``runs/NNN-<name>``); ``files`` are JSON files written into a new
@@ -305,19 +320,9 @@ def fit(args, model, optimizer, train_set, step_fn, validate_fn, *, env: DistEnv
     """
     loop = _Fit(args, model, optimizer, train_set, step_fn, validate_fn, env, warmup=warmup,
                 log_every=log_every, curriculum=curriculum, extra=extra)
-    run_dir, last = open_run(args, name, env.is_main)
-    env.barrier()
-    model.to(env.device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if last is not None:
-        loop.resume(last)
-    elif env.is_main:
-        for file, obj in {"args.json": vars(args), **(files or {})}.items():
-            write_json(run_dir / file, obj)
-    metrics = MetricsLog(run_dir, env.is_main)
+    loop.open(name, files or {})
     net = DDP(model, find_unused_parameters=find_unused_parameters) if env.distributed else model
     if args.compile:
         net = torch.compile(net)
-    loop.run(net, run_dir, metrics)
-    return Run(args, run_dir, metrics, loop.best)
+    loop.run(net)
+    return Run(args, loop.dir, loop.metrics, loop.best)
