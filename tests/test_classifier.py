@@ -43,7 +43,7 @@ def trained(tmp_path_factory):
 
 def test_two_step_run_writes_the_run_folder(trained):
     for name in ("args.json", "split.json", "metrics.jsonl", "last.pth", "SimpleCNN_final.pth",
-                 "SimpleCNN_best_validation.pth", "test.json"):
+                 "best.pth", "test.json"):
         assert (trained / name).is_file(), name
     ckpt = torch.load(trained / "SimpleCNN_final.pth", weights_only=True)
     assert ckpt["model"] == "SimpleCNN" and ckpt["model_kwargs"]["num_classes"] == 8

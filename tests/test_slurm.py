@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import autoencoder_train
+
 SLURM_DIR = Path(__file__).resolve().parents[1] / "slurm"
 ONE_NODE = SLURM_DIR / "train_1node.sbatch"
 MULTI_NODE = SLURM_DIR / "train_multinode.sbatch"
@@ -104,7 +106,7 @@ def test_multinode_command(slurm):
                              "--rdzv_endpoint=gpu-node-07:29999", "--rdzv_id=4242"]
     assert script == str(slurm["repo"] / "autoencoder_train.py")
     out_dir = slurm["runs"] / "lrae-exp"
-    assert script_args == ["--out-dir", str(out_dir), "--resume", "--data", str(slurm["data"]), *EXTRA]
+    assert script_args == ["--out-dir", str(out_dir), "--resume-or-start", "--data", str(slurm["data"]), *EXTRA]
     assert out_dir.is_dir()
     assert "show hostnames gpu-node-[07-08]" in (slurm["log"] / "scontrol.log").read_text()
 
@@ -119,7 +121,7 @@ def test_multinode_defaults_and_typed_gpus(slurm):
     assert "--nnodes=2" in torchrun_opts and "--nproc_per_node=8" in torchrun_opts
     assert f"--rdzv_endpoint=gpu-node-07:{29500 + 4242 % 1000}" in torchrun_opts
     assert script == str(slurm["repo"] / "autoencoder_train_vid_sequence.py")
-    assert script_args == ["--out-dir", str(slurm["repo"] / "runs" / "lrae-exp"), "--resume",
+    assert script_args == ["--out-dir", str(slurm["repo"] / "runs" / "lrae-exp"), "--resume-or-start",
                            "--model", "conv_lstm_ae"]
 
 
@@ -132,7 +134,7 @@ def test_one_node_command(slurm):
     assert torchrun_opts == ["--standalone", "--nnodes=1", "--nproc_per_node=4"]
     assert script == str(slurm["repo"] / "autoencoder_train.py")
     out_dir = slurm["runs"] / "my-run"
-    assert script_args == ["--out-dir", str(out_dir), "--resume", "--data", str(slurm["data"]), *EXTRA]
+    assert script_args == ["--out-dir", str(out_dir), "--resume-or-start", "--data", str(slurm["data"]), *EXTRA]
 
 
 def test_one_node_gpu_fallback_variable(slurm):
@@ -141,7 +143,16 @@ def test_one_node_gpu_fallback_variable(slurm):
     assert r.returncode == 0, r.stderr
     _, torchrun_opts, _, script_args = srun_argv(slurm)
     assert "--nproc_per_node=2" in torchrun_opts
-    assert script_args == ["--out-dir", str(slurm["runs"] / "lrae-exp"), "--resume", "--data", str(slurm["data"])]
+    assert script_args == ["--out-dir", str(slurm["runs"] / "lrae-exp"), "--resume-or-start",
+                           "--data", str(slurm["data"])]
+
+
+def test_training_scripts_accept_what_the_job_passes(slurm):
+    """The real scripts parse the job's arguments, and a first start may begin the run (no --resume)."""
+    r = run(ONE_NODE, slurm, "--model", "LRAE_VC", SLURM_NNODES="1", SLURM_JOB_NUM_NODES="1")
+    assert r.returncode == 0, r.stderr
+    args = autoencoder_train.parse_args(srun_argv(slurm)[3])
+    assert args.resume_or_start and not args.resume and args.out_dir == str(slurm["runs"] / "lrae-exp")
 
 
 @pytest.mark.parametrize("script, env, words", [

@@ -36,7 +36,7 @@ def test_two_step_run_of_each_model(tmp_path, model):
     ckpt = torch.load(final, weights_only=True)
     assert ckpt["model"] == model
     load_model(final)
-    for name in ("args.json", "split.json", "metrics.jsonl", "last.pth", "sweep.json", "sweep.png",
+    for name in ("args.json", "split.json", "metrics.jsonl", "last.pth", "best.pth", "sweep.json", "sweep.png",
                  "loss_curve.png", "reconstructions.png"):
         assert (out / name).is_file(), name
     sweep = json.loads((out / "sweep.json").read_text())
@@ -59,6 +59,29 @@ def test_seed_names_follow_drop_mode(tmp_path):
     assert (out / "LRAE_VC_final_w_taildrops.pth").is_file()
     out = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1", "--drop-mode", "none", name="b")
     assert (out / "LRAE_VC_final_no_dropouts.pth").is_file()
+
+
+def test_resume_without_a_checkpoint_is_refused_unless_asked_to_start(tmp_path, monkeypatch):
+    """--resume with no last.pth (a typo in --out-dir, a first Slurm start) must not quietly train from
+    scratch and rewrite args.json; --resume-or-start starts the run there, and then continues it."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "typo"
+    with pytest.raises(SystemExit, match="has no last.pth to continue; pass --resume-or-start"):
+        run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1", "--resume", name="typo")
+    with pytest.raises(SystemExit, match="no last.pth"):  # no earlier LRAE_VC-random run under runs/
+        autoencoder_train.main(["--model", "LRAE_VC", *TINY, "--max-steps", "1", "--resume"])
+    assert not out.exists() and not (tmp_path / "runs").exists()
+    run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1", "--resume-or-start", name="typo")
+    run(tmp_path, "--model", "LRAE_VC", "--max-steps", "2", "--resume-or-start", name="typo")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train_loss" in r] == [1, 2]
+
+
+def test_engine_imports_neither_models_nor_data():
+    code = ("import sys, training.engine, training.args; "
+            "print(sorted(m for m in ('models', 'data') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def weights(path):

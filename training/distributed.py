@@ -36,13 +36,10 @@ class DistEnv:
         if self.distributed:
             dist.barrier()
 
-    def all_reduce_mean(self, value: float | torch.Tensor) -> float:
-        """Mean over processes of a scalar (every process gets the same number)."""
-        t = torch.as_tensor(value, dtype=torch.float64, device=self.device)
-        if self.distributed:
-            dist.all_reduce(t)
-            t = t / self.world_size
-        return float(t)
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's rows of a tensor drawn for the global batch: rows rank, rank + W, ... (the
+        samples training.engine.EpochSampler gives this process in every step)."""
+        return batch[self.rank::self.world_size]
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

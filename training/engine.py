@@ -1,37 +1,64 @@
-"""Machinery shared by the training scripts: flags, run folders, resume, AMP, samplers, logging.
+"""The training engine every training script runs through (MAE's engine split; STYLE.md, convention 15).
 
-A run folder (DiT style) holds everything one run writes::
+A script builds its data, model, optimizer and two callbacks, then calls ``fit``::
+
+    env = setup(args)                                   # DDP or one process, seed, batch-size check
+    run = fit(args, model, optimizer, train_set, step, validate, env=env, name="LRAE_VC-random")
+    run.save_final(model, "LRAE_VC_final_w_random_drops.pth")
+
+``step(net, batch, s) -> (loss, logs)`` computes one batch's loss (``s`` is a ``Step``: its seeded
+generator, the learning rate, the curriculum); the engine does the backward pass and the optimizer
+step. ``validate(model) -> (score, record, text)`` runs on rank 0; higher scores are better. The
+engine owns everything around them: the run folder, resume, the learning-rate schedule (linear warmup,
+then cosine decay; a pure function of the step, so it needs no saved state), the curriculum, seeding,
+sampler skip, metrics.jsonl, the tqdm bar, checkpoints on rank 0 followed by a DDP barrier, and
+best-tracking. It imports neither ``models`` nor ``data``.
+
+A run folder (DiT style) holds everything one run writes; the weight files are named the same way by
+every script::
 
     runs/003-LRAE_VC-random/
-        args.json  split.json  metrics.jsonl  last.pth  best.pth  <seed-named final weights>.pth
-        loss_curve.png  sweep.json  sweep.png  reconstructions.png
+        args.json  split.json  metrics.jsonl
+        last.pth      model, optimizer, epoch/step, RNG and best score: --resume continues from it
+                      (written every --ckpt-every steps and after every epoch)
+        best.pth      the weights with the best validation score so far (score in its "metrics")
+        <final>.pth   the last weights, under the script's seed name:
+                      autoencoder_train.py              <model>_final_w_random_drops.pth (_w_taildrops,
+                                                        _no_dropouts, _w_burst_drops, _w_mixed_drops)
+                      autoencoder_train_vid_sequence.py conv_lstm_ae_final_weights.pth, with --drops K
+                                                        conv_lstm_ae_dropUpTo_K_features_final_weights.pth
+                      classifier_train.py               <model>_final.pth
+        ... and each script's report (plots, sweep.json, temporal_eval.json, test.json)
 
-Without ``--out-dir`` each run gets a new numbered folder under ``runs/``; ``--resume`` without
-``--out-dir`` continues the newest folder of the same model and drop mode. An explicit ``--out-dir``
-that already holds a run is refused unless ``--resume`` is given, so nothing is overwritten.
+The autoencoder scripts also copy the final weights to the working directory when ``--out-dir`` is
+not given (where the seed's sender/receiver commands look), or to ``--export-dir``. Run folders and
+``--resume`` / ``--resume-or-start``: training/run.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import math
-import re
-import time
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DistributedSampler, Sampler, Subset
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
+from tqdm import tqdm
 
-from network.loss import TRAIN_MODES
-from training.distributed import cleanup_distributed
+from training.distributed import DistEnv, cleanup_distributed, init_distributed
+from training.run import LAST, MetricsLog, capture_rng, open_run, restore_rng, write_json
+from training.run import prepare_run_dir as prepare_run_dir  # evaluate.py imports these two from here
+from training.run import safe_name as safe_name
+from utils.checkpoint import load_checkpoint, make_checkpoint, primitives, save_checkpoint, unwrap
 
 log = logging.getLogger(__name__)
-RUNS_ROOT = Path("runs")
-SEED_SUFFIX = {"none": "no_dropouts", "tail": "w_taildrops", "random": "w_random_drops",
-               "burst": "w_burst_drops", "mixed": "w_mixed_drops"}
+BEST = "best.pth"
 
 
 def run_main(train, args) -> object:
@@ -46,76 +73,25 @@ def run_main(train, args) -> object:
         cleanup_distributed()
 
 
+def setup(args) -> DistEnv:
+    """One process or DDP (training/distributed.py), checked flags, and the seed. Every rank seeds with
+    ``--seed`` itself, not seed + rank: the model starts identical everywhere, and each step's draws come
+    from ``step_generator`` over the global batch, of which a process takes its rows (``env.shard``),
+    so one and N processes train on the same draws."""
+    env = init_distributed(args.device)
+    torch.manual_seed(args.seed)
+    if args.batch_size % env.world_size:
+        raise SystemExit(f"error: --batch-size {args.batch_size} is not divisible by {env.world_size} processes")
+    if args.epochs < 1 or args.val_every < 1:
+        raise SystemExit("error: need --epochs >= 1 and --val-every >= 1")
+    return env
+
+
 def spaced(dataset, n: int):
     """At most n evenly spaced items of a dataset (keeps evaluation affordable on a CPU)."""
     if len(dataset) <= n:
         return dataset
     return Subset(dataset, [round(i * (len(dataset) - 1) / max(n - 1, 1)) for i in range(n)])
-
-
-def add_common_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
-                    drops_help: str = "max channels dropped per sample (default: 3/4 of the latent channels)") -> None:
-    """Flags both autoencoder training scripts share (kebab-case; the seed's snake_case kept as aliases)."""
-    p.add_argument("--data", nargs="+", default=None,
-                   help="data sources: 'sample' (embedded clips and photos), 'synthetic' (labelled clips), "
-                        "or paths (UCF Sports frames, <class>/<video>/<frame>, video files or folders, photos)")
-    p.add_argument("--epochs", type=int, default=epochs, help="passes over the training split")
-    p.add_argument("--batch-size", "--batch_size", type=int, default=batch_size,
-                   help="global batch size (split evenly across DDP processes)")
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (Adam, cosine decay)")
-    p.add_argument("--drop-mode", "--drop_mode", choices=TRAIN_MODES, default="random",
-                   help="channel loss during training: tail (PNC), random (GRACE), burst, mixed (one of the "
-                        "three per sample), none")
-    p.add_argument("--drops", type=int, default=None, help=drops_help)
-    p.add_argument("--curriculum", type=float, default=0.0,
-                   help="fraction of training over which the max drop ramps linearly up to --drops (0 = off)")
-    p.add_argument("--model-path", "--model_path", default=None, help="initialise weights from this checkpoint")
-    p.add_argument("--out-dir", "--out_dir", default=None, help="run folder (default: a new runs/NNN-<model>-<mode>)")
-    p.add_argument("--export-dir", default=None,
-                   help="also write the final weights under the seed's file name here "
-                        "(default: the working directory when --out-dir is not given, else nowhere)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    p.add_argument("--seed", type=int, default=0, help="seed of splits, crops, masks and init")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="bf16",
-                   help="autocast precision (fp16 needs CUDA); bf16 is ~2x faster on recent CPUs")
-    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster convs)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke runs)")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--size", type=int, default=224, help="frames are resized so their short side is this")
-    p.add_argument("--crop", type=int, default=None,
-                   help="training crop side (default --size); validation and tests use --size center crops")
-    p.add_argument("--val-frames", type=int, default=48, help="validation frames per level (evenly spaced)")
-    p.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and after the last)")
-    p.add_argument("--ckpt-every", type=int, default=200, help="save last.pth every N steps (and each epoch)")
-    p.add_argument("--quantize", type=int, default=0,
-                   help="fine-tune through B-bit latent quantisation (straight-through estimator); 0 = off")
-
-
-def seed_file_name(model: str, drop_mode: str, final: bool = True) -> str:
-    """The prototype's weight names, so the seed's sender/receiver commands find them."""
-    return f"{model}_{'final' if final else 'best_validation'}_{SEED_SUFFIX[drop_mode]}.pth"
-
-
-def prepare_run_dir(out_dir: str | None, resume: bool, name: str, is_main: bool = True) -> Path:
-    """Pick (and on rank 0 create) the run folder; refuse to overwrite a finished or running one."""
-    if out_dir is None:
-        existing = sorted(RUNS_ROOT.glob(f"[0-9][0-9][0-9]-{name}")) if RUNS_ROOT.is_dir() else []
-        if resume and existing:
-            return existing[-1]
-        numbers = [int(p.name[:3]) for p in RUNS_ROOT.glob("[0-9][0-9][0-9]-*")] if RUNS_ROOT.is_dir() else []
-        run = RUNS_ROOT / f"{max(numbers, default=0) + 1:03d}-{name}"
-    else:
-        run = Path(out_dir)
-        if run.exists() and not run.is_dir():
-            raise SystemExit(f"error: --out-dir {run} exists and is not a folder")
-        if not resume and run.is_dir() and any(run.iterdir()):
-            raise SystemExit(f"error: {run} already holds a run; pass --resume to continue it "
-                             "or choose another --out-dir")
-    if is_main:
-        run.mkdir(parents=True, exist_ok=True)
-    return run
 
 
 def autocast(device: torch.device, amp: str):
@@ -126,12 +102,19 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """A batch of images on the training device, in the model's memory format."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 def step_generator(seed: int, epoch: int, step: int, salt: int = 0) -> torch.Generator:
     """A generator that depends only on (seed, epoch, step): the same draws in any process layout."""
     return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_033 + step) * 31 + salt)
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int = 20, floor: float = 0.05) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine decay from ``peak`` to ``floor * peak``."""
     if step < warmup:
         return peak * (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -161,43 +144,185 @@ class EpochSampler(Sampler):
         return len(self.inner) - self.skip
 
 
-class MetricsLog:
-    """metrics.jsonl on rank 0: one JSON object per line."""
+@dataclass
+class Step:
+    """Where one training step stands, handed to the script's step function."""
 
-    def __init__(self, run_dir: Path, enabled: bool):
-        self.path = run_dir / "metrics.jsonl"
-        self.enabled = enabled
-        self.t0 = time.time()
+    epoch: int
+    index: int  # batches already done in this epoch
+    global_step: int  # optimizer steps already done in the run
+    total_steps: int
+    lr: float
+    generator: torch.Generator  # seeded by (seed, epoch, index): the same after a resume and in any layout
+    curriculum: float = 0.0  # fraction of training over which ramp() rises to its full value
 
-    def write(self, **record) -> None:
-        if self.enabled:
-            record.setdefault("time", round(time.time() - self.t0, 2))
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    def ramp(self, value: int) -> int:
+        """``value`` ramped linearly up from 0 over the first ``curriculum`` of training (0: off)."""
+        if self.curriculum <= 0:
+            return value
+        return min(value, round(value * (self.global_step + 1) / (self.curriculum * self.total_steps)))
 
 
-def capture_rng() -> dict:
-    return {"torch": torch.get_rng_state()}
+@dataclass
+class Run:
+    """A finished fit: its folder, metrics log and best validation score."""
+
+    args: argparse.Namespace
+    dir: Path
+    metrics: MetricsLog
+    best: float
+
+    def save_final(self, model, name: str, *, metrics: dict | None = None, extra: dict | None = None,
+                   export_by_default: bool = True) -> list[Path]:
+        """The final weights as ``<run folder>/name``, copied to ``--export-dir`` (or, with
+        ``export_by_default`` and no ``--out-dir``, to the working directory). Returns the files written."""
+        path = save_checkpoint(self.dir / name, make_checkpoint(
+            model, epoch=self.args.epochs, step=0, args=vars(self.args), metrics={"final": True, **(metrics or {})},
+            extra=extra))
+        export_dir = self.args.export_dir
+        if export_dir is None and export_by_default and self.args.out_dir is None:
+            export_dir = "."
+        if export_dir is None:
+            return [path]
+        shutil.copyfile(path, Path(export_dir) / name)
+        return [path, Path(export_dir) / name]
 
 
-def restore_rng(state: dict) -> None:
-    if "torch" in state:
-        torch.set_rng_state(state["torch"])
+class _Fit:
+    """One fit() call: its run folder, position, best score, the loop, validation and checkpoints."""
+
+    def __init__(self, args, model, optimizer, train_set, step_fn, validate_fn, env: DistEnv, *,
+                 warmup: int | Callable[[int], int], log_every: int, curriculum: float, extra: dict | None):
+        self.args, self.model, self.optimizer, self.env = args, model, optimizer, env
+        self.train_set, self.step_fn, self.validate_fn = train_set, step_fn, validate_fn
+        self.log_every, self.curriculum, self.extra = log_every, curriculum, extra
+        self.local_bs = args.batch_size // env.world_size
+        self.sampler = EpochSampler(train_set, env.world_size, env.rank, args.seed)
+        self.loader = DataLoader(train_set, batch_size=self.local_bs, sampler=self.sampler, drop_last=True,
+                                 num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
+        self.steps_per_epoch = len(self.sampler) // self.local_bs
+        if self.steps_per_epoch == 0:
+            raise SystemExit(f"error: {len(train_set)} training items cannot fill a batch of {args.batch_size}")
+        self.total_steps = args.epochs * self.steps_per_epoch
+        if args.max_steps is not None:
+            self.total_steps = min(self.total_steps, args.max_steps)
+        self.warmup = warmup(self.total_steps) if callable(warmup) else warmup
+        self.start_epoch, self.start_step, self.global_step, self.best = 0, 0, 0, float("-inf")
+
+    def open(self, name: str, files: dict) -> None:
+        """The run folder; then either the state of its last.pth or, for a new run, args.json and ``files``."""
+        self.dir, last = open_run(self.args, name, self.env.is_main)
+        self.env.barrier()
+        self.model.to(self.env.device)
+        if self.args.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if last is not None:
+            self.resume(last)
+        elif self.env.is_main:
+            for file, obj in {"args.json": vars(self.args), **files}.items():
+                write_json(self.dir / file, obj)
+        self.metrics = MetricsLog(self.dir, self.env.is_main)
+
+    def resume(self, last: Path) -> None:
+        """Model, optimizer, RNG, position and best score from ``last.pth``, which must hold this model."""
+        ckpt = load_checkpoint(last, map_location=self.env.device)
+        model, config = unwrap(self.model), primitives(unwrap(self.model).config)
+        if ckpt["model"] != model.model_name or ckpt["model_kwargs"] != config:
+            raise SystemExit(f"error: {last} holds another model ({ckpt['model']} {ckpt['model_kwargs']}), "
+                             f"not {model.model_name} {config}")
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        restore_rng(ckpt.get("rng", {}))
+        self.start_epoch, self.start_step = ckpt["epoch"], ckpt["step"]
+        self.global_step = self.start_epoch * self.steps_per_epoch + self.start_step
+        self.best = ckpt["metrics"].get("best", self.best)
+        log.info("resumed %s at epoch %d, step %d", last, self.start_epoch, self.start_step)
+
+    def save_last(self, epoch: int, step: int) -> None:
+        """last.pth on rank 0 (resumes at batch ``step`` of ``epoch``), then a barrier."""
+        if self.env.is_main:
+            save_checkpoint(self.dir / LAST, make_checkpoint(
+                self.model, optimizer=self.optimizer, epoch=epoch, step=step, args=vars(self.args),
+                rng=capture_rng(), metrics={"best": self.best}))
+        self.env.barrier()
+
+    def step_context(self, epoch: int, index: int) -> Step:
+        """Sets this step's learning rate (times a group's ``lr_scale``) and seeds its draws."""
+        lr = cosine_lr(self.global_step, self.total_steps, self.args.lr, warmup=self.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        g = step_generator(self.args.seed, epoch, index)
+        torch.manual_seed(g.initial_seed())  # dropout etc.: the same draws after a resume
+        return Step(epoch, index, self.global_step, self.total_steps, lr, g, self.curriculum)
+
+    def train_epoch(self, net, epoch: int, skip: int) -> int:
+        """One epoch from batch ``skip``; returns the batches done in it."""
+        self.sampler.set_epoch(epoch, skip * self.local_bs)
+        self.train_set.set_epoch(epoch)  # the dataset's random crops depend on (seed, epoch, item)
+        self.model.train()
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.args.epochs}", disable=not self.env.is_main,
+                   initial=skip, total=self.steps_per_epoch, leave=False)
+        index = skip
+        for batch in bar:
+            if self.global_step >= self.total_steps:
+                break
+            s = self.step_context(epoch, index)
+            loss, logs = self.step_fn(net, batch, s)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            index += 1
+            self.global_step += 1
+            record = {"train_loss": loss.item(), **logs, "lr": s.lr}
+            bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in record.items()})
+            if self.global_step % self.log_every == 0 or self.global_step == self.total_steps:
+                self.metrics.write(epoch=epoch, step=self.global_step, **record)
+            if self.args.ckpt_every and self.global_step % self.args.ckpt_every == 0 and index < self.steps_per_epoch:
+                self.save_last(epoch, index)
+        return index
+
+    def validate(self, epoch: int) -> None:
+        """Rank 0: score the model, log it, and keep best.pth when the score beats the best so far."""
+        with torch.no_grad():
+            score, record, text = self.validate_fn(unwrap(self.model))
+        self.metrics.write(epoch=epoch, step=self.global_step, **record)
+        tqdm.write(f"epoch {epoch + 1}: {text}")
+        if score > self.best:
+            self.best = score
+            save_checkpoint(self.dir / BEST, make_checkpoint(self.model, epoch=epoch, step=self.global_step,
+                                                             args=vars(self.args), metrics=record, extra=self.extra))
+
+    def run(self, net) -> None:
+        """Epochs from the resume point to --epochs or --max-steps; validation and last.pth after each."""
+        for epoch in range(self.start_epoch, self.args.epochs):
+            if self.global_step >= self.total_steps:
+                break
+            done = self.train_epoch(net, epoch, self.start_step if epoch == self.start_epoch else 0)
+            last_epoch = epoch + 1 >= self.args.epochs or self.global_step >= self.total_steps
+            if self.env.is_main and ((epoch + 1) % self.args.val_every == 0 or last_epoch):
+                self.validate(epoch)
+            if done >= self.steps_per_epoch:
+                self.save_last(epoch + 1, 0)
+            else:
+                self.save_last(epoch, done)
 
 
-def newest_checkpoint(run_dir: Path) -> Path | None:
-    last = run_dir / "last.pth"
-    return last if last.is_file() else None
+def fit(args, model, optimizer, train_set, step_fn, validate_fn, *, env: DistEnv, name: str,
+        files: dict | None = None, extra: dict | None = None, warmup: int | Callable[[int], int] = 20,
+        log_every: int = 10, curriculum: float = 0.0, find_unused_parameters: bool = False) -> Run:
+    """Train ``model`` on ``train_set`` (a dataset with ``set_epoch(epoch)``) for ``args.epochs`` epochs.
 
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+    ``name`` names a new run folder (``runs/NNN-<name>``); ``files`` are JSON files written into a new
+    run folder next to args.json (e.g. {"split.json": ...}); ``extra`` goes into best.pth. ``warmup``:
+    steps of learning-rate warmup, or a function of the run's total steps. metrics.jsonl gets the
+    training loss every ``log_every`` steps; ``curriculum`` is the fraction of training over which
+    ``Step.ramp`` rises; ``find_unused_parameters`` is handed to DDP.
+    """
+    loop = _Fit(args, model, optimizer, train_set, step_fn, validate_fn, env, warmup=warmup,
+                log_every=log_every, curriculum=curriculum, extra=extra)
+    loop.open(name, files or {})
+    net = DDP(model, find_unused_parameters=find_unused_parameters) if env.distributed else model
+    if args.compile:
+        net = torch.compile(net)
+    loop.run(net)
+    return Run(args, loop.dir, loop.metrics, loop.best)
