@@ -39,7 +39,8 @@ import torch
 from codec.wire import fingerprint
 from data import DataError
 from evaluation import runner as evaluation
-from evaluation.baselines import MTU
+from evaluation.methods import METHODS, groups
+from evaluation.packets import MTU
 from evaluation.report import write_all
 from models import kind_of, load_codec_model, load_model
 from network.loss import DEFAULT_BURST_LEN
@@ -71,8 +72,8 @@ def parse_args(argv):
     p.add_argument("--burst-len", type=float, default=DEFAULT_BURST_LEN, help="mean burst length (burst loss)")
     p.add_argument("--rates", default="0,0.05,0.1,0.2,0.3,0.5", help="packet loss rates")
     p.add_argument("--baselines", default="jpeg,webp,h264,h264-fec",
-                   help="jpeg (jpeg + jpeg-best), webp, h264, h264-fec (FEC 20 %% and 50 %%), exact method names, "
-                        "or none")
+                   help="groups " + ", ".join(f"{g} ({' + '.join(ms)})" for g, ms in groups().items())
+                        + ", exact method names, or none (evaluation/methods.py)")
     p.add_argument("--classifier", default=None, help="classifier checkpoint (classifier_train.py) for accuracy")
     p.add_argument("--bits", type=int, default=None,
                    help="quantisation bits of our codec (default: the checkpoint's calibration, else 4)")
@@ -138,8 +139,9 @@ def run(args):
         model.check_size(args.size, args.size)
     except ValueError as e:
         raise SystemExit(f"error: {e} (--size)") from None
-    if baselines and any(m.startswith("h264") for m in baselines) and args.size % 2:
-        raise SystemExit(f"error: H.264 needs an even --size, got {args.size}")
+    odd = [m for m in baselines if METHODS[m].even_size]
+    if odd and args.size % 2:
+        raise SystemExit(f"error: {', '.join(odd)} need an even --size, got {args.size}")
     seq = evaluation.load_sequence(args.data, args.size, args.seed, args.max_frames or None)
     overlap = 0
     if classifier is not None:

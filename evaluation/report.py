@@ -3,7 +3,10 @@
 - ``quality_vs_loss.png``: PSNR, SSIM, fresh frames (and accuracy) vs loss rate, one line per method;
 - ``rd_curve.png``: PSNR and SSIM vs payload bytes/frame at 0 % loss (ours per quantiser bits, JPEG
   and WebP over their quality range, H.264 over CRF) with the matched operating points of the run;
-- ``strip.png``: a few frames at (about) 30 % loss: original | ours | ours+convlstm | JPEG | H.264.
+- ``strip.png``: a few frames at (about) 30 % loss: original, then the registry's strip methods
+  (ours | ours+convlstm | JPEG | H.264).
+
+Every method's plot style comes from its entry in :mod:`evaluation.methods`.
 """
 
 from __future__ import annotations
@@ -15,14 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evaluation import methods
 from utils import plots  # sets the Agg backend
 from utils.plots import plt
 
 TIMING_FIELDS = ("encode_ms", "decode_ms")
-STYLE = {"ours": ("C3", "o", "-"), "ours+convlstm": ("C1", "s", "-"), "original": ("k", "", ":"),
-         "jpeg": ("C0", "^", "--"), "jpeg-best": ("C9", "v", "--"), "webp": ("C2", "D", "--"),
-         "webp-best": ("C8", "d", "--"), "h264": ("C4", "x", "-."), "h264-fec20": ("C5", "+", "-."),
-         "h264-fec50": ("C6", "*", "-.")}
 
 
 def clean(obj, digits: int = 6):
@@ -88,7 +88,7 @@ def plot_quality(rows: list[dict], path: Path, title: str) -> None:
         panels.append(("accuracy", "accuracy"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for method, rs in _by_method(rows).items():
-        colour, marker, ls = STYLE.get(method, ("0.5", ".", "-"))
+        colour, marker, ls = methods.style(method)
         for ax, (key, label) in zip(axes[0], panels):
             lines = [(key, ls, method)] + ([("head_accuracy", ":", f"{method} (head)")] if key == "accuracy" else [])
             for k, style, name in lines:
@@ -108,13 +108,13 @@ def plot_rd(points: list[dict], rows: list[dict], path: Path, title: str) -> Non
     """PSNR / SSIM vs payload bytes per frame at 0 % loss; curves from ``points``, run points from ``rows``."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for method, rs in _by_method(points).items():
-        colour, marker, _ = STYLE.get(method, ("0.5", ".", "-"))
+        colour, marker, _ = methods.style(method)
         rs = sorted(rs, key=lambda r: r["bytes_per_frame"])
         for ax, key in zip(axes, ("psnr", "ssim")):
             ax.plot([r["bytes_per_frame"] for r in rs], [r[key] for r in rs], color=colour, marker=marker,
                     ms=3, lw=1, label=method)
     for method, rs in _by_method([r for r in rows if r["loss_rate"] == 0 and r["psnr"] is not None]).items():
-        colour, marker, _ = STYLE.get(method, ("0.5", ".", "-"))
+        colour, marker, _ = methods.style(method)
         for ax, key in zip(axes, ("psnr", "ssim")):
             ax.scatter([r["bytes_per_frame"] for r in rs], [r[key] for r in rs], s=60, facecolors="none",
                        edgecolors=colour, label=f"{method} (this run)")
@@ -131,13 +131,13 @@ def plot_rd(points: list[dict], rows: list[dict], path: Path, title: str) -> Non
 def plot_strip(strip: dict, path: Path, count: int = 4) -> None:
     """A few evenly spaced frames, one row each: original then each method at the strip's loss rate."""
     reference = strip["reference"]
-    methods = [m for m in ("ours", "ours+convlstm", "jpeg", "h264") if m in strip["frames"]]
+    shown = [m for m in methods.strip_methods() if m in strip["frames"]]
     n = len(reference)
     picks = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255.0  # noqa: E731
-    rows = [[to_t(reference[f])] + [to_t(strip["frames"][m][f]) for m in methods] for f in picks]
+    rows = [[to_t(reference[f])] + [to_t(strip["frames"][m][f]) for m in shown] for f in picks]
     pct = f"{100 * strip['rate']:g} % loss"
-    plots.image_grid(rows, ["original"] + [f"{m} ({pct})" for m in methods], path)
+    plots.image_grid(rows, ["original"] + [f"{m} ({pct})" for m in shown], path)
 
 
 def write_all(out: Path, payload: dict, strip: dict) -> None:

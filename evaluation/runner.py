@@ -40,10 +40,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from codec.packetize import codec_from_checkpoint, decode_latent, decode_packets, encode_frame
+from codec.packetize import decode_latent, decode_packets, encode_frame
 from codec.wire import HEADER_SIZE, MAX_PACKETS_PER_FRAME
 from data import DataError, FrameDataset, load_videos, split_videos
-from evaluation.baselines import METHODS, as_frames, decode_image, encode_image, loss_draws, make_baseline
+from evaluation import methods
+from evaluation.baselines import PIL_FORMATS, decode_image, encode_image, loss_draws
+from evaluation.methods import make_baseline
+from evaluation.packets import as_frames
 from models import has_head
 from models.classifier import predict
 from network.loss import DEFAULT_BURST_LEN
@@ -52,22 +55,20 @@ from utils import metrics
 log = logging.getLogger(__name__)
 
 DRAW_SLOTS = MAX_PACKETS_PER_FRAME  # 1024 slots of 1200 B: more than any method sends per frame
-GROUPS = {"jpeg": ("jpeg", "jpeg-best"), "webp": ("webp",), "h264": ("h264",), "h264-fec": ("h264-fec20", "h264-fec50")}
-OURS, OURS_TEMPORAL, ORIGINAL = "ours", "ours+convlstm", "original"
-STRIP_METHODS = (OURS, OURS_TEMPORAL, "jpeg", "h264")
-RD_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)  # JPEG / WebP
-RD_CRFS = (18.0, 23.0, 28.0, 33.0, 38.0, 43.0, 51.0)  # H.264
+OURS, OURS_TEMPORAL, ORIGINAL = methods.OURS.name, methods.OURS_TEMPORAL.name, methods.ORIGINAL.name
 
 
 def parse_baselines(text: str) -> list[str]:
-    """"jpeg,webp,h264,h264-fec" -> method names (groups expanded; exact METHODS names allowed; "none")."""
+    """"jpeg,webp,h264,h264-fec" -> baseline names (registry groups expanded; exact names allowed; "none")."""
+    groups, names = methods.groups(), [m.name for m in methods.of_kind("baseline")]
     out: list[str] = []
     for name in (t.strip() for t in text.split(",")):
         if not name or name == "none":
             continue
-        if name not in GROUPS and name not in METHODS:
-            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join([*GROUPS, *METHODS])} or none")
-        out += [m for m in GROUPS.get(name, (name,)) if m not in out]
+        if name not in groups and name not in names:
+            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(dict.fromkeys([*groups, *names]))} "
+                             "or none")
+        out += [m for m in groups.get(name, (name,)) if m not in out]
     return out
 
 
@@ -272,10 +273,10 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates
 
     Per rate ONE draw (:func:`make_draws`) is made and handed to every method. The baselines' byte
     budget is our mean payload bytes per frame (their matched-bytes searches run in make_baseline).
-    ``strip`` holds the displayed frames of STRIP_METHODS at the rate closest to ``strip_rate``.
+    ``strip`` holds the displayed frames of the registry's strip methods at the rate closest to ``strip_rate``.
     """
     reference = as_frames(seq.frames)
-    for c in ("jpeg", "webp"):  # warm Pillow's codecs up, so the first timed encode is not a cold one
+    for c in PIL_FORMATS:  # warm Pillow's codecs up, so the first timed encode is not a cold one
         decode_image(encode_image(reference[0], c))
     ours = OurCodec(model, codec, seq.frames, temporal)
     our_packets = int(ours.counts.max())
@@ -289,7 +290,7 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates
     targets = classifier_targets(seq, classifier) if classifier is not None else None
     head_targets = classifier_targets(seq, model) if has_head(model) and seq.labelled else None
     strip_at = min(rates, key=lambda r: abs(r - strip_rate))
-    fills = ["zero"] + (["convlstm"] if temporal is not None else [])
+    fills = [m.fill for m in methods.of_kind("ours") if m.fill == "zero" or temporal is not None]
     rows, strip = [], {}
     bar = tqdm(total=len(rates) * (len(fills) + len(runners)), desc=f"{mode} loss", disable=not progress)
     for rate in rates:
@@ -299,7 +300,7 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates
         for job in [*fills, *runners.values()]:  # every method gets this very draw
             shown = ours.run(draws, job) if isinstance(job, str) else from_baseline(job(draws))
             rows.append(score(shown, reference, mode, rate, classifier, targets, head_targets))
-            if rate == strip_at and shown.method in STRIP_METHODS:
+            if rate == strip_at and shown.method in methods.strip_methods():
                 strip[shown.method] = shown.frames
             bar.set_postfix(rate=rate, method=shown.method)
             bar.update()
@@ -310,19 +311,15 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates
 
 def rd_points(model, ckpt: dict | None, frames: torch.Tensor, bits: list[int], baselines: list[str],
               progress: bool = True) -> list[dict]:
-    """Rate-distortion points at 0 % loss: ours at each quantiser ``bits``, JPEG/WebP over RD_QUALITIES,
-    H.264 over RD_CRFS (only the codecs among ``baselines``)."""
+    """Rate-distortion points at 0 % loss: ours at each of its rate points (the registry's ``rate_points``
+    hook, today quantiser ``bits``), and each selected baseline with a ``sweep`` over its settings."""
     reference = as_frames(frames)
     clean = torch.ones(len(reference), DRAW_SLOTS)
-    jobs = [(OURS, {"bits": b}, lambda b=b: OurCodec(model, codec_from_checkpoint(model, ckpt, bits=b),
-                                                     frames).run(clean)) for b in bits]
-    for codec in ("jpeg", "webp"):
-        if any(m.split("-")[0] == codec for m in baselines):
-            jobs += [(codec, {"quality": q}, lambda c=codec, q=q: from_baseline(make_baseline(c, reference, quality=q)(
-                clean))) for q in RD_QUALITIES]
-    if any(m.startswith("h264") for m in baselines):
-        jobs += [("h264", {"crf": c}, lambda c=c: from_baseline(make_baseline("h264", reference, crf=c)(clean)))
-                 for c in RD_CRFS]
+    jobs = [(OURS, params, lambda c=c: OurCodec(model, c, frames).run(clean))
+            for params, c in methods.OURS.rate_points(model, ckpt, bits)]
+    for m in (methods.METHODS[b] for b in baselines):
+        jobs += [(m.name, {m.sweep_key: s}, lambda m=m, s=s: from_baseline(make_baseline(m.name, reference, setting=s)(
+            clean))) for s in m.sweep]
     points = []
     h, w = reference.shape[1:3]
     for method, params, job in tqdm(jobs, desc="RD curves", disable=not progress, leave=False):
