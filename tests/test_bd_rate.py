@@ -59,3 +59,10 @@ def test_no_overlap_is_none_and_bad_curves_raise():
         bd_rate([0, 200], [30, 32], [100, 200], [30, 32])
     with pytest.raises(ValueError):
         bd_rate([100, 200], [30, float("nan")], [100, 200], [30, 32])
+
+
+def test_repeated_psnr_values_lower_the_degree():
+    # a frozen method: the same PSNR at two rates; the fit stays a line through the distinct values
+    value = bd_rate([100, 200, 400], [30, 36, 36], [50, 100, 200], [30, 36, 36])
+    assert value == pytest.approx(-50.0, abs=1e-6)
+    assert bd_rate([100, 200], [30, 30], [100, 200], [29, 31]) is None
