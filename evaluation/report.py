@@ -3,6 +3,7 @@
 - ``quality_vs_loss.png``: PSNR, SSIM, fresh frames (and accuracy) vs loss rate, one line per method;
 - ``rd_curve.png``: PSNR and SSIM vs payload bytes/frame at 0 % loss (ours per quantiser bits, JPEG
   and WebP over their quality range, H.264 over CRF) with the matched operating points of the run;
+- ``rd_under_loss.png`` (with ``--bitrates``): PSNR vs payload bytes/frame, one panel per loss condition;
 - ``strip.png``: a few frames at (about) 30 % loss: original, then the registry's strip methods
   (ours | ours+convlstm | JPEG | H.264).
 
@@ -50,27 +51,80 @@ def _fmt(v, spec: str = ".2f") -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _settings(r: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in r.get("params", {}).items()
+                     if k in ("quality", "crf", "bits", "fec", "over_budget"))
+
+
+# results.md columns: header, alignment, cell of a (cleaned) row
+COLUMNS = {
+    "method": ("method", "---", lambda r: r["method"]),
+    "loss": ("loss %", "---:", lambda r: f"{100 * r['loss_rate']:g}"),
+    "bytes": ("bytes/frame", "---:", lambda r: _fmt(r["bytes_per_frame"], ".0f")),
+    "packets": ("packets", "---:", lambda r: _fmt(r["packets_per_frame"], ".1f")),
+    "bpp": ("bpp", "---:", lambda r: _fmt(r["bpp"], ".3f")),
+    "psnr": ("PSNR dB", "---:", lambda r: _fmt(r["psnr"])),
+    "ssim": ("SSIM", "---:", lambda r: _fmt(r["ssim"], ".4f")),
+    "ms_ssim": ("MS-SSIM", "---:", lambda r: _fmt(r["ms_ssim"], ".4f")),
+    "ssim_db": ("SSIM dB", "---:", lambda r: _fmt(r["ssim_db"])),
+    "fresh": ("fresh", "---:", lambda r: _fmt(r["fresh_frames"], ".2f")),
+    "freeze": ("freeze ms total / p95", "---:",
+               lambda r: f"{_fmt(r.get('freeze_ms_total'), '.0f')} / {_fmt(r.get('freeze_ms_p95'), '.0f')}"),
+    "accuracy": ("accuracy", "---:", lambda r: _fmt(r["accuracy"], ".3f")),
+    "head": ("head acc", "---:", lambda r: _fmt(r.get("head_accuracy"), ".3f")),
+    "enc": ("enc ms", "---:", lambda r: _fmt(r["encode_ms"])),
+    "dec": ("dec ms", "---:", lambda r: _fmt(r["decode_ms"])),
+    "settings": ("settings", "---", _settings),
+}
+MAIN_TABLE = tuple(COLUMNS)
+BUDGET_TABLE = ("method", "loss", "bytes", "psnr", "ssim_db", "fresh", "freeze", "settings")
+
+
+def table(rows: list[dict], columns=MAIN_TABLE) -> list[str]:
+    """A markdown table of ``rows`` with the named ``COLUMNS``."""
+    cols = [COLUMNS[c] for c in columns]
+    return ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "|".join(c[1] for c in cols) + "|",
+            *("| " + " | ".join(c[2](r) for c in cols) + " |" for r in rows)]
+
+
+def nearest_rate_points(rows: list[dict], budget: float) -> list[dict]:
+    """Per method without a budget (ours) and loss condition, the rate point closest to ``budget`` bytes."""
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        if r.get("budget") is None:
+            key = (r["method"], r["loss_model"], r["loss_rate"], r["burst_len"])
+            if key not in best or abs(r["bytes_per_frame"] - budget) < abs(best[key]["bytes_per_frame"] - budget):
+                best[key] = r
+    return list(best.values())
+
+
 def markdown(payload: dict) -> str:
-    """results.md: the run's settings, then one table row per method and loss rate."""
+    """results.md: the run's settings and one table row per method and loss rate; with RD rows under loss,
+    the BD-rates and one table per budget (ours at its rate point nearest the budget)."""
     cfg = payload["config"]
     lines = [f"# Evaluation: {cfg['model']} on {cfg['frames']} frames ({cfg['split']} split of "
              f"{' '.join(cfg['data'])}), {cfg['size']}x{cfg['size']}", "",
              f"Loss model `{cfg['loss']}`, seed {cfg['seed']}, packets of <= {cfg['packet_payload']} B payload; "
              f"our payload {cfg['target_bytes']:.0f} B/frame in {cfg['our_packets']} packets is the baselines' "
              "byte budget. Bytes are payload bytes sent per frame (headers not counted); PSNR/SSIM on the "
-             "displayed 8-bit frames; *fresh* = share of frames showing their own decode; ms per frame.", "",
-             "| method | loss % | bytes/frame | packets | bpp | PSNR dB | SSIM | MS-SSIM | SSIM dB | fresh | "
-             "accuracy | head acc | enc ms | dec ms | settings |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for r in payload["results"]:
-        settings = ", ".join(f"{k}={v}" for k, v in r.get("params", {}).items()
-                             if k in ("quality", "crf", "bits", "fec", "over_budget"))
-        lines.append(f"| {r['method']} | {100 * r['loss_rate']:g} | {_fmt(r['bytes_per_frame'], '.0f')} | "
-                     f"{_fmt(r['packets_per_frame'], '.1f')} | {_fmt(r['bpp'], '.3f')} | {_fmt(r['psnr'])} | "
-                     f"{_fmt(r['ssim'], '.4f')} | {_fmt(r['ms_ssim'], '.4f')} | {_fmt(r['ssim_db'])} | "
-                     f"{_fmt(r['fresh_frames'], '.2f')} | {_fmt(r['accuracy'], '.3f')} | "
-                     f"{_fmt(r.get('head_accuracy'), '.3f')} | {_fmt(r['encode_ms'])} | "
-                     f"{_fmt(r['decode_ms'])} | {settings} |")
+             "displayed 8-bit frames; *fresh* = share of frames showing their own decode; a *freeze* is a run "
+             f"of frames that are not fresh, in ms at {cfg.get('fps', 30):g} fps; ms per frame.", "",
+             *table(payload["results"])]
+    bd = payload.get("bd_rate") or []
+    if bd:
+        lines += ["", "## BD-rate under loss", "",
+                  "Bjøntegaard delta rate of ours against each baseline (bytes per frame vs PSNR over the RD "
+                  "points below; negative = ours needs fewer bytes for the same PSNR).", "",
+                  "| method | anchor | loss % | BD-rate % |", "|---|---|---:|---:|"]
+        lines += [f"| {b['method']} | {b['anchor']} | {100 * b['loss_rate']:g} | {_fmt(b['bd_rate'], '+.1f')} |"
+                  for b in bd]
+    rd_loss = payload.get("rd_under_loss") or []
+    for budget in sorted({r["budget"] for r in rd_loss if r.get("budget") is not None}):
+        rows = [r for r in rd_loss if r.get("budget") == budget] + nearest_rate_points(rd_loss, budget)
+        rows.sort(key=lambda r: (r["loss_rate"], r["method"]))
+        lines += ["", f"## Matched to {budget:.0f} B/frame", "",
+                  "Baselines matched to the budget; ours at its rate point nearest to it.", "",
+                  *table(rows, BUDGET_TABLE)]
     return "\n".join(lines) + "\n"
 
 
@@ -128,6 +182,29 @@ def plot_rd(points: list[dict], rows: list[dict], path: Path, title: str) -> Non
     plt.close(fig)
 
 
+def plot_rd_under_loss(rows: list[dict], path: Path, title: str) -> None:
+    """PSNR vs payload bytes per frame, one panel per loss condition, one curve per method (ours over its
+    rate points, each baseline over the budgets)."""
+    conditions = sorted({(r["loss_model"], r["loss_rate"], r["burst_len"] or 0.0) for r in rows})
+    fig, axes = plt.subplots(1, len(conditions), figsize=(4.2 * len(conditions), 3.8), squeeze=False, sharey=True)
+    for ax, (mode, rate, burst) in zip(axes[0], conditions):
+        here = [r for r in rows if (r["loss_model"], r["loss_rate"], r["burst_len"] or 0.0) == (mode, rate, burst)]
+        for method, rs in _by_method([r for r in here if r["psnr"] is not None]).items():
+            colour, marker, ls = methods.style(method)
+            rs = sorted(rs, key=lambda r: r["bytes_per_frame"])
+            ax.plot([r["bytes_per_frame"] for r in rs], [r["psnr"] for r in rs], color=colour, marker=marker,
+                    ls=ls, ms=4, lw=1, label=method)
+        ax.set(xlabel="payload bytes per frame", xscale="log",
+               title=f"{mode} {100 * rate:g} %" + (f", bursts of {burst:g}" if burst else ""))
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("PSNR (dB)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_strip(strip: dict, path: Path, count: int = 4) -> None:
     """A few evenly spaced frames, one row each: original then each method at the strip's loss rate."""
     reference = strip["reference"]
@@ -151,3 +228,5 @@ def write_all(out: Path, payload: dict, strip: dict) -> None:
     plot_quality(rows, out / "quality_vs_loss.png", title)
     plot_rd(clean(payload["rd"]), rows, out / "rd_curve.png", f"{title}: 0 % loss")
     plot_strip(strip, out / "strip.png")
+    if payload.get("rd_under_loss"):
+        plot_rd_under_loss(clean(payload["rd_under_loss"]), out / "rd_under_loss.png", f"{title}: RD under loss")

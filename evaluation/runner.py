@@ -23,7 +23,8 @@ of its packets arrived. Bytes are payload bytes (packet minus the 52-byte header
 
 Metrics (:func:`score`): on the displayed 8-bit RGB frames against the originals - mean per-frame PSNR,
 SSIM and MS-SSIM (None when the frames are <= 160 px), SSIM in dB of the mean SSIM, mean payload bytes
-and packets per frame sent, bpp, share of fresh frames, classifier accuracy on the displayed frames
+and packets per frame sent, bpp, share of fresh frames, freeze time (a freeze = a run of non-fresh frames;
+total and 95th-percentile freeze in ms at ``fps``), classifier accuracy on the displayed frames
 (``accuracy``) and, for a model with ``classify``, its own head on the received latent (``head_accuracy``).
 Timings (``encode_ms``, ``decode_ms``, per frame) are the only fields that differ between identical runs.
 Plots and tables: evaluation/report.py.
@@ -55,6 +56,7 @@ from utils import metrics
 log = logging.getLogger(__name__)
 
 DRAW_SLOTS = MAX_PACKETS_PER_FRAME  # 1024 slots of 1200 B: more than any method sends per frame
+DEFAULT_FPS = 30.0  # frame rate of freeze times and of kbps budgets
 OURS, OURS_TEMPORAL, ORIGINAL = methods.OURS.name, methods.OURS_TEMPORAL.name, methods.ORIGINAL.name
 
 
@@ -238,15 +240,21 @@ def classifier_targets(seq: Sequence, classifier) -> torch.Tensor:
     return torch.tensor([names.index(seq.classes[i]) for i in seq.labels.tolist()], dtype=torch.int64)
 
 
-def score(shown: Shown, reference: np.ndarray, mode: str, rate: float, classifier=None,
-          targets: torch.Tensor | None = None, head_targets: torch.Tensor | None = None) -> dict:
-    """One results.json row (see evaluate.py) for what a method displayed under one draw."""
+def loss_fields(mode: str, rate: float, burst_len: float = DEFAULT_BURST_LEN) -> dict:
+    """The loss columns of a results row: loss_model, loss_rate, burst_len (None unless burst loss)."""
+    return {"loss_model": mode, "loss_rate": rate, "burst_len": burst_len if mode == "burst" else None}
+
+
+def score(shown: Shown, reference: np.ndarray, loss: dict, classifier=None, targets: torch.Tensor | None = None,
+          head_targets: torch.Tensor | None = None, fps: float = DEFAULT_FPS) -> dict:
+    """One results.json row (see evaluate.py) for what a method displayed under one draw; ``loss`` holds the
+    row's loss columns (:func:`loss_fields`), ``fps`` the frame rate freeze times are measured at."""
     h, w = reference.shape[1:3]
-    row = {"method": shown.method, "loss_model": mode, "loss_rate": rate,
+    row = {"method": shown.method, **loss,
            "bytes_per_frame": float(shown.nbytes.mean()), "packets_per_frame": float(shown.packets.mean()),
            "bpp": float(metrics.bpp(float(shown.nbytes.mean()), h, w)),
            **quality(shown.frames, reference), "fresh_frames": float(shown.fresh.mean()),
-           "accuracy": None, "head_accuracy": None}
+           **metrics.freeze_ms(shown.fresh, fps), "accuracy": None, "head_accuracy": None}
     if classifier is not None and targets is not None:
         pred = predict(classifier, torch.from_numpy(shown.frames).permute(0, 3, 1, 2))
         row["accuracy"] = float((pred == targets).float().mean())
@@ -256,19 +264,20 @@ def score(shown: Shown, reference: np.ndarray, mode: str, rate: float, classifie
     return row
 
 
-def original_row(seq: Sequence, mode: str, rate: float, classifier, targets) -> dict:
+def original_row(seq: Sequence, loss: dict, classifier, targets) -> dict:
     """The "original" row: the classifier on the uncompressed frames (raw RGB bytes, no quality metrics)."""
     _, _, h, w = seq.frames.shape
     pred = predict(classifier, seq.frames)
-    return {"method": ORIGINAL, "loss_model": mode, "loss_rate": rate, "bytes_per_frame": float(3 * h * w),
+    return {"method": ORIGINAL, **loss, "bytes_per_frame": float(3 * h * w),
             "packets_per_frame": None, "bpp": 24.0, "psnr": None, "ssim": None, "ms_ssim": None,
-            "ssim_db": None, "fresh_frames": 1.0, "accuracy": float((pred == targets).float().mean()),
+            "ssim_db": None, "fresh_frames": 1.0, "freeze_ms_total": 0.0, "freeze_ms_p95": 0.0,
+            "accuracy": float((pred == targets).float().mean()),
             "head_accuracy": None, "encode_ms": None, "decode_ms": None, "params": {}}
 
 
 def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates: list[float], baselines: list[str],
                       seed: int, burst_len: float = DEFAULT_BURST_LEN, classifier=None, strip_rate: float = 0.3,
-                      progress: bool = True) -> dict:
+                      fps: float = DEFAULT_FPS, progress: bool = True) -> dict:
     """Every method at every loss rate on one sequence. Returns {"rows", "strip", "target_bytes", "our_packets"}.
 
     Per rate ONE draw (:func:`make_draws`) is made and handed to every method. The baselines' byte
@@ -295,11 +304,12 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates
     bar = tqdm(total=len(rates) * (len(fills) + len(runners)), desc=f"{mode} loss", disable=not progress)
     for rate in rates:
         draws = make_draws(mode, rate, len(reference), seed, our_packets, burst_len)
+        loss = loss_fields(mode, rate, burst_len)
         if classifier is not None:
-            rows.append(original_row(seq, mode, rate, classifier, targets))
+            rows.append(original_row(seq, loss, classifier, targets))
         for job in [*fills, *runners.values()]:  # every method gets this very draw
             shown = ours.run(draws, job) if isinstance(job, str) else from_baseline(job(draws))
-            rows.append(score(shown, reference, mode, rate, classifier, targets, head_targets))
+            rows.append(score(shown, reference, loss, classifier, targets, head_targets, fps))
             if rate == strip_at and shown.method in methods.strip_methods():
                 strip[shown.method] = shown.frames
             bar.set_postfix(rate=rate, method=shown.method)
@@ -329,3 +339,72 @@ def rd_points(model, ckpt: dict | None, frames: torch.Tensor, bits: list[int], b
                        "bpp": float(metrics.bpp(float(shown.nbytes.mean()), h, w)), "psnr": q["psnr"],
                        "ssim": q["ssim"]})
     return points
+
+
+def parse_bitrates(text: str, fps: float = DEFAULT_FPS) -> list[float]:
+    """``--bitrates``: "1000,2000,4000" (payload bytes per frame) or "kbps:240,480" (kilobits per second at
+    ``fps``; the prefix may also mark single values: "1000,kbps:480") -> sorted bytes per frame; "none" -> []."""
+    text = text.strip()
+    if text in ("", "none"):
+        return []
+    unit_all = text.startswith("kbps:")
+    out = []
+    for token in (t.strip() for t in text.removeprefix("kbps:").split(",") if t.strip()):
+        kbps = unit_all or token.startswith("kbps:")
+        try:
+            value = float(token.removeprefix("kbps:"))
+        except ValueError:
+            raise ValueError(f"--bitrates must be bytes per frame or kbps:N values, got {text!r}") from None
+        out.append(value * 1000.0 / 8.0 / fps if kbps else value)
+    if not out or any(not math.isfinite(v) or v <= 0 for v in out):
+        raise ValueError(f"--bitrates must be positive, got {text!r}")
+    return sorted(set(out))
+
+
+def rd_under_loss(model, ckpt: dict | None, temporal, frames: torch.Tensor, *, conditions: list[tuple[str, float]],
+                  budgets: list[float], baselines: list[str], rate_spec, seed: int, our_packets: int,
+                  burst_len: float = DEFAULT_BURST_LEN, fps: float = DEFAULT_FPS, progress: bool = True) -> list[dict]:
+    """Every method at every rate point under every loss condition ``(mode, rate)``: rows as :func:`score`'s
+    plus ``budget`` (the baselines' target bytes per frame; None for ours).
+
+    Ours runs at each point of its registry ``rate_points`` hook (``rate_spec``: today quantiser bits), with
+    each fill; each baseline is matched to each of ``budgets``. Per condition ONE draw (:func:`make_draws`,
+    tail deadlines counted from ``our_packets``) is handed to every method and rate point.
+    """
+    reference = as_frames(frames)
+    fills = [m.fill for m in methods.of_kind("ours") if m.fill == "zero" or temporal is not None]
+    jobs = [(None, fill, OurCodec(model, codec, frames, temporal))
+            for _, codec in methods.OURS.rate_points(model, ckpt, rate_spec) for fill in fills]
+    jobs += [(b, None, make_baseline(m, reference, target_bytes=b)) for b in budgets for m in tqdm(
+        baselines, desc=f"encode baselines at {b:.0f} B/frame", disable=not progress, leave=False)]
+    rows = []
+    for mode, rate in tqdm(conditions, desc="RD under loss", disable=not progress):
+        draws = make_draws(mode, rate, len(reference), seed, our_packets, burst_len)
+        loss = loss_fields(mode, rate, burst_len)
+        for budget, fill, job in jobs:
+            shown = job.run(draws, fill) if fill else from_baseline(job(draws))
+            rows.append({**score(shown, reference, loss, fps=fps), "budget": budget})
+    return rows
+
+
+def bd_rates(rows: list[dict], anchors: list[str]) -> list[dict]:
+    """BD-rate (:func:`utils.metrics.bd_rate`, bytes per frame vs PSNR) of each of our methods against each
+    baseline in ``anchors``, per loss condition of ``rows`` (from :func:`rd_under_loss`): negative = ours
+    needs fewer bytes for the same PSNR. ``bd_rate`` is None when a curve has fewer than 2 points or the
+    PSNR ranges do not overlap."""
+    curves: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
+    for r in rows:
+        if r["psnr"] is not None:
+            key = (r["loss_model"], r["loss_rate"], r["burst_len"])
+            curves.setdefault(key, {}).setdefault(r["method"], []).append((r["bytes_per_frame"], r["psnr"]))
+    out = []
+    for (mode, rate, burst), by_method in curves.items():
+        for ours in (m.name for m in methods.of_kind("ours") if m.name in by_method):
+            for anchor in (a for a in anchors if a in by_method):
+                a, t = by_method[anchor], by_method[ours]
+                value = None
+                if len(a) >= 2 and len(t) >= 2:
+                    value = metrics.bd_rate(*zip(*a), *zip(*t))
+                out.append({"method": ours, "anchor": anchor, "loss_model": mode, "loss_rate": rate,
+                            "burst_len": burst, "bd_rate": value})
+    return out
