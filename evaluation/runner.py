@@ -27,6 +27,10 @@ and packets per frame sent, bpp, share of fresh frames, freeze time (a freeze = 
 total and 95th-percentile freeze in ms at ``fps``), classifier accuracy on the displayed frames
 (``accuracy``) and, for a model with ``classify``, its own head on the received latent (``head_accuracy``).
 Timings (``encode_ms``, ``decode_ms``, per frame) are the only fields that differ between identical runs.
+
+RD under loss (:func:`rd_under_loss`, ``evaluate.py --bitrates``): every baseline matched to each byte
+budget and ours at each of its rate points (the ``rate_points`` hook of its entry in evaluation/methods.py),
+each under each loss condition with one shared draw; :func:`bd_rates` turns those curves into BD-rates.
 Plots and tables: evaluation/report.py.
 """
 
@@ -275,6 +279,11 @@ def original_row(seq: Sequence, loss: dict, classifier, targets) -> dict:
             "head_accuracy": None, "encode_ms": None, "decode_ms": None, "params": {}}
 
 
+def our_fills(temporal) -> list[str]:
+    """The fills of the registry's entries for our codec that can run: the ConvLSTM fill needs ``temporal``."""
+    return [m.fill for m in methods.of_kind("ours") if m.fill == "zero" or temporal is not None]
+
+
 def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates: list[float], baselines: list[str],
                       seed: int, burst_len: float = DEFAULT_BURST_LEN, classifier=None, strip_rate: float = 0.3,
                       fps: float = DEFAULT_FPS, progress: bool = True) -> dict:
@@ -299,7 +308,7 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates
     targets = classifier_targets(seq, classifier) if classifier is not None else None
     head_targets = classifier_targets(seq, model) if has_head(model) and seq.labelled else None
     strip_at = min(rates, key=lambda r: abs(r - strip_rate))
-    fills = [m.fill for m in methods.of_kind("ours") if m.fill == "zero" or temporal is not None]
+    fills = our_fills(temporal)
     rows, strip = [], {}
     bar = tqdm(total=len(rates) * (len(fills) + len(runners)), desc=f"{mode} loss", disable=not progress)
     for rate in rates:
@@ -372,9 +381,9 @@ def rd_under_loss(model, ckpt: dict | None, temporal, frames: torch.Tensor, *, c
     tail deadlines counted from ``our_packets``) is handed to every method and rate point.
     """
     reference = as_frames(frames)
-    fills = [m.fill for m in methods.of_kind("ours") if m.fill == "zero" or temporal is not None]
-    jobs = [(None, fill, OurCodec(model, codec, frames, temporal))
-            for _, codec in methods.OURS.rate_points(model, ckpt, rate_spec) for fill in fills]
+    fills = our_fills(temporal)
+    ours = [OurCodec(model, codec, frames, temporal) for _, codec in methods.OURS.rate_points(model, ckpt, rate_spec)]
+    jobs = [(None, fill, codec) for codec in ours for fill in fills]
     jobs += [(b, None, make_baseline(m, reference, target_bytes=b)) for b in budgets for m in tqdm(
         baselines, desc=f"encode baselines at {b:.0f} B/frame", disable=not progress, leave=False)]
     rows = []
