@@ -47,6 +47,7 @@ import torch
 
 from codec.wire import fingerprint
 from data import DataError
+from evaluation import rd
 from evaluation import runner as evaluation
 from evaluation.methods import METHODS, groups
 from evaluation.packets import MTU
@@ -147,7 +148,7 @@ def run(args):
     rates = evaluation.parse_rates(args.rates)
     if args.fps <= 0:
         raise SystemExit(f"error: --fps must be > 0, got {args.fps}")
-    budgets = evaluation.parse_bitrates(args.bitrates, args.fps)
+    budgets = rd.parse_bitrates(args.bitrates, args.fps)
     baselines = evaluation.parse_baselines(args.baselines)
     if args.max_frames < 0 or args.size < 8:
         raise SystemExit(f"error: need --max-frames >= 0 and --size >= 8, got {args.max_frames}, {args.size}")
@@ -170,11 +171,11 @@ def run(args):
     result = evaluation.evaluate_sequence(model, codec, temporal, seq, mode=args.loss, rates=rates,
                                           baselines=baselines, seed=args.seed, burst_len=args.burst_len,
                                           classifier=classifier, strip_rate=args.strip_rate, fps=args.fps)
-    rd = evaluation.rd_points(model, ckpt, seq.frames, args.rd_bits, baselines)
-    rd_loss = evaluation.rd_under_loss(model, ckpt, temporal, seq.frames, conditions=[(args.loss, r) for r in rates],
-                                       budgets=budgets, baselines=baselines, rate_spec=args.rd_bits, seed=args.seed,
-                                       our_packets=result["our_packets"], burst_len=args.burst_len,
-                                       fps=args.fps) if budgets else []
+    rd_clean = rd.rd_points(model, ckpt, seq.frames, args.rd_bits, baselines)
+    rd_loss = rd.rd_under_loss(model, ckpt, temporal, seq.frames, conditions=[(args.loss, r) for r in rates],
+                               budgets=budgets, baselines=baselines, rate_spec=args.rd_bits, seed=args.seed,
+                               our_packets=result["our_packets"], burst_len=args.burst_len,
+                               fps=args.fps) if budgets else []
     config = {
         "model_path": args.model_path, "model": model.model_name, "model_kwargs": model.config,
         "temporal": args.temporal, "temporal_fill": temporal is not None, "classifier": args.classifier,
@@ -187,8 +188,8 @@ def run(args):
         "our_packets": result["our_packets"], "fps": args.fps, "bitrates": budgets, "threads": args.threads,
         "timing_fields": ["encode_ms", "decode_ms"],
     }
-    payload = {"config": config, "results": result["rows"], "rd": rd, "rd_under_loss": rd_loss,
-               "bd_rate": evaluation.bd_rates(rd_loss, baselines)}
+    payload = {"config": config, "results": result["rows"], "rd": rd_clean, "rd_under_loss": rd_loss,
+               "bd_rate": rd.bd_rates(rd_loss, baselines)}
     write_all(out, payload, result["strip"])
     print(f"results: {out / 'results.json'} (table: {out / 'results.md'})")
     for rate in rates:

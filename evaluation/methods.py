@@ -74,8 +74,10 @@ def _image(codec: str, best: bool, m: Method, frames, target_bytes, setting, mtu
         if target_bytes is None:
             raise ValueError(f"{m.name} needs a byte budget (target_bytes)")
         return lambda draws: table.run_best(draws, target_bytes, qualities, mtu)
-    q = (DEFAULT_QUALITY if setting is None else setting) if target_bytes is None else \
-        table.matched_quality(target_bytes, qualities)
+    if target_bytes is not None:
+        q = table.matched_quality(target_bytes, qualities)
+    else:
+        q = DEFAULT_QUALITY if setting is None else setting
     return lambda draws: table.run(draws, q, mtu, method=m.name)
 
 

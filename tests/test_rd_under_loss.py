@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import evaluate
-from evaluation import methods
+from evaluation import methods, rd
 from evaluation import runner as evaluation
 from models import build_model, load_codec_model
 from utils.checkpoint import make_checkpoint, save_checkpoint
@@ -27,13 +27,13 @@ def ckpt(tmp_path_factory):
 
 
 def test_parse_bitrates():
-    assert evaluation.parse_bitrates("4000,1000,2000") == [1000.0, 2000.0, 4000.0]
-    assert evaluation.parse_bitrates("kbps:240,480", fps=30) == [1000.0, 2000.0]  # 240 kbit/s / 8 / 30 fps
-    assert evaluation.parse_bitrates("500,kbps:240", fps=24) == [500.0, 1250.0]
-    assert evaluation.parse_bitrates("none") == []
+    assert rd.parse_bitrates("4000,1000,2000") == [1000.0, 2000.0, 4000.0]
+    assert rd.parse_bitrates("kbps:240,480", fps=30) == [1000.0, 2000.0]  # 240 kbit/s / 8 / 30 fps
+    assert rd.parse_bitrates("500,kbps:240", fps=24) == [500.0, 1250.0]
+    assert rd.parse_bitrates("none") == []
     for bad in ("0", "a,b", "kbps:-3"):
         with pytest.raises(ValueError, match="bitrates"):
-            evaluation.parse_bitrates(bad)
+            rd.parse_bitrates(bad)
 
 
 def test_bitrates_sweep_every_method_under_every_loss(ckpt, tmp_path):
@@ -75,8 +75,8 @@ def test_ours_rate_points_come_from_the_registry_hook(ckpt, monkeypatch):
         return [({"bits": 4}, codec)]
 
     monkeypatch.setattr(methods, "OURS", replace(methods.OURS, rate_points=points))
-    rows = evaluation.rd_under_loss(model, None, None, seq.frames, conditions=[("random", 0.2)], budgets=[900.0],
+    rows = rd.rd_under_loss(model, None, None, seq.frames, conditions=[("random", 0.2)], budgets=[900.0],
                                     baselines=["webp"], rate_spec=[7, 8], seed=1, our_packets=16, progress=False)
     assert calls == [[7, 8]]
     assert [(r["method"], r["budget"]) for r in rows] == [("ours", None), ("webp", 900.0)]
-    assert evaluation.bd_rates(rows, ["webp"])[0]["bd_rate"] is None  # one point per curve
+    assert rd.bd_rates(rows, ["webp"])[0]["bd_rate"] is None  # one point per curve
