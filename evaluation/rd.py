@@ -107,8 +107,8 @@ def rd_under_loss(model, ckpt: dict | None, temporal, frames: torch.Tensor, *, c
 def bd_rates(rows: list[dict], anchors: list[str]) -> list[dict]:
     """BD-rate (:func:`utils.metrics.bd_rate`, bytes per frame vs PSNR) of each of our methods against each
     baseline in ``anchors``, per loss condition of ``rows`` (from :func:`rd_under_loss`): negative = ours
-    needs fewer bytes for the same PSNR. ``bd_rate`` is None when a curve has fewer than 2 points or the
-    PSNR ranges do not overlap."""
+    needs fewer bytes for the same PSNR. ``bd_rate`` is None when a curve has fewer than 2 points, its PSNR
+    does not rise with its bytes (common under loss), or the PSNR ranges do not overlap."""
     curves: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
     for r in rows:
         if r["psnr"] is not None:

@@ -1,6 +1,6 @@
 """What evaluate.py writes: results.json (valid JSON, no NaN), results.md, and the PNG plots.
 
-- ``quality_vs_loss.png``: PSNR, SSIM, fresh frames (and accuracy) vs loss rate, one line per method;
+- ``quality_vs_loss.png``: PSNR, SSIM, fresh frames, time frozen (and accuracy) vs loss rate, one line per method;
 - ``rd_curve.png``: PSNR and SSIM vs payload bytes/frame at 0 % loss (ours per quantiser bits, JPEG
   and WebP over their quality range, H.264 over CRF) with the matched operating points of the run;
 - ``rd_under_loss.png`` (with ``--bitrates``): PSNR vs payload bytes/frame, one panel per loss condition;
@@ -114,7 +114,9 @@ def markdown(payload: dict) -> str:
     if bd:
         lines += ["", "## BD-rate under loss", "",
                   "Bjøntegaard delta rate of ours against each baseline (bytes per frame vs PSNR over the RD "
-                  "points below; negative = ours needs fewer bytes for the same PSNR).", "",
+                  "points below; negative = ours needs fewer bytes for the same PSNR; – where a curve's PSNR does not "
+                  "rise with its bytes or the PSNR ranges do not overlap). A cubic fit can swing far between "
+                  "sparse points: read it with rd_under_loss.png.", "",
                   "| method | anchor | loss % | BD-rate % |", "|---|---|---:|---:|"]
         lines += [f"| {b['method']} | {b['anchor']} | {100 * b['loss_rate']:g} | {_fmt(b['bd_rate'], '+.1f')} |"
                   for b in bd]
@@ -137,7 +139,8 @@ def _by_method(rows: list[dict]) -> dict[str, list[dict]]:
 
 def plot_quality(rows: list[dict], path: Path, title: str) -> None:
     """Quality, fresh frames and accuracy vs loss rate, one line per method."""
-    panels = [("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("fresh_frames", "fresh frames")]
+    panels = [("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("fresh_frames", "fresh frames"),
+              ("freeze_ms_total", "time frozen (ms)")]
     if any(r["accuracy"] is not None or r.get("head_accuracy") is not None for r in rows):
         panels.append(("accuracy", "accuracy"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)

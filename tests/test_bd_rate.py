@@ -61,8 +61,10 @@ def test_no_overlap_is_none_and_bad_curves_raise():
         bd_rate([100, 200], [30, float("nan")], [100, 200], [30, 32])
 
 
-def test_repeated_psnr_values_lower_the_degree():
-    # a frozen method: the same PSNR at two rates; the fit stays a line through the distinct values
-    value = bd_rate([100, 200, 400], [30, 36, 36], [50, 100, 200], [30, 36, 36])
-    assert value == pytest.approx(-50.0, abs=1e-6)
-    assert bd_rate([100, 200], [30, 30], [100, 200], [29, 31]) is None
+def test_curves_whose_psnr_does_not_rise_with_rate_have_no_bd_rate():
+    # under loss: a frozen stream repeats its PSNR, a larger JPEG frame freezes more often and shows less
+    assert bd_rate(ANCHOR_RATE, ANCHOR_PSNR, [50, 100, 200], [30, 36, 36]) is None
+    assert bd_rate([1000, 2000, 4000], [21.5, 24.9, 13.5], ANCHOR_RATE, ANCHOR_PSNR) is None
+    assert bd_rate(ANCHOR_RATE, ANCHOR_PSNR, [100, 200], [30, 30]) is None
+    # the order the points come in does not matter, only PSNR against rate
+    assert bd_rate(ANCHOR_RATE[::-1], ANCHOR_PSNR[::-1], ANCHOR_RATE, ANCHOR_PSNR) == pytest.approx(0.0, abs=1e-9)

@@ -146,11 +146,13 @@ def bd_rate(anchor_rate, anchor_psnr, test_rate, test_psnr) -> float | None:
     """Bjøntegaard delta rate (VCEG-M33) of the test curve against the anchor, in %.
 
     For each curve, log(rate) is fitted as a cubic polynomial of PSNR (least squares; with fewer than
-    4 distinct PSNR values the degree is their number - 1); both fits are integrated over the overlapping
+    4 points the degree is the number of points - 1); both fits are integrated over the overlapping
     PSNR range and the mean difference d gives (exp(d) - 1)·100. Negative: the test curve needs fewer
     bits for the same quality (-50: half the rate). Rates in any unit shared by both curves (bytes per
-    frame here). Returns None when the PSNR ranges do not overlap. Under loss PSNR need not grow with
-    rate; the fit then says what a monotone curve through the points would, so read it with the curves.
+    frame here). Returns None when the PSNR ranges do not overlap, or when a curve is not an RD curve:
+    sorted by rate, its PSNR must rise strictly (under loss a larger budget can show less, e.g. JPEG
+    frames that need more packets freeze more often, or a frozen stream repeats one PSNR; a fit through
+    such points would give numbers like +8000 % or -100 % that mean nothing).
     """
     curves = []
     for rate, quality in ((anchor_rate, anchor_psnr), (test_rate, test_psnr)):
@@ -158,11 +160,13 @@ def bd_rate(anchor_rate, anchor_psnr, test_rate, test_psnr) -> float | None:
         if len(r) != len(q) or len(r) < 2 or not (np.isfinite(r).all() and np.isfinite(q).all()) or (r <= 0).any():
             raise ValueError(f"a curve needs >= 2 points of finite rate > 0 and PSNR, got {r.tolist()}, {q.tolist()}")
         curves.append((q, r))
+    if any((np.diff(q[np.argsort(r, kind="stable")]) <= 0).any() for q, r in curves):
+        return None
     lo = max(q.min() for q, _ in curves)
     hi = min(q.max() for q, _ in curves)
     if hi <= lo:
         return None
-    curves = [(q, np.polyint(np.polyfit(q, np.log(r), min(3, len(np.unique(q)) - 1)))) for q, r in curves]
+    curves = [(q, np.polyint(np.polyfit(q, np.log(r), min(3, len(r) - 1)))) for q, r in curves]
     (_, a), (_, b) = curves
     diff = (np.polyval(b, hi) - np.polyval(b, lo) - np.polyval(a, hi) + np.polyval(a, lo)) / (hi - lo)
     return float((math.exp(diff) - 1.0) * 100.0)
