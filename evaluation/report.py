@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.ticker import FuncFormatter
 
 from evaluation import methods
 from utils import plots  # sets the Agg backend
@@ -200,6 +201,8 @@ def plot_rd_under_loss(rows: list[dict], path: Path, title: str) -> None:
         ax.set(xlabel="payload bytes per frame", xscale="log",
                title=f"{mode} {100 * rate:g} %" + (f", bursts of {burst:g}" if burst else ""))
         ax.grid(alpha=0.3, which="both")
+        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):  # 1000 2000 4000, not 2x10^3
+            axis(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:e}"[0] in "124" else ""))
     axes[0][0].set_ylabel("PSNR (dB)")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
