@@ -5,6 +5,7 @@
     python evaluate.py --model_path CKPT --loss wifi --out DIR          # one preset (or random:0.3, trace:FILE)
     python evaluate.py --model_path CKPT --data synthetic --classifier runs/001-SimpleCNN/SimpleCNN_final.pth --out DIR
     python evaluate.py --model_path CKPT --data clip.mp4 --max-frames 0 --baselines jpeg,h264 --out DIR
+    python evaluate.py --model_path CKPT --bitrates 1000,2000,4000 --rates 0,0.1,0.3 --out DIR   # RD under loss
 
 Frames: the TEST split of ``--data`` (split_videos with ``--seed``; the default "sample" gives the
 carphone clip), or every frame of a single video, at ``--size`` x ``--size``, at most ``--max-frames``
@@ -23,11 +24,19 @@ B-frames, fixed GOP) and ``h264-fec20``/``h264-fec50`` (packet-level FEC), all a
 a frame that cannot be decoded is not displayed (the previous one stays). See evaluation/runner.py.
 
 Writes to ``--out``: results.json = {"config": {...}, "results": [{"method", "loss_model", "loss_rate",
-"bytes_per_frame", "packets_per_frame", "bpp", "psnr", "ssim", "ms_ssim", "ssim_db", "fresh_frames",
-"accuracy", "head_accuracy", "encode_ms", "decode_ms", "params"}], "rd": [...]} (null where not measured;
+"burst_len", "bytes_per_frame", "packets_per_frame", "bpp", "psnr", "ssim", "ms_ssim", "ssim_db", "fresh_frames",
+"freeze_ms_total", "freeze_ms_p95", "accuracy", "head_accuracy", "encode_ms", "decode_ms", "params"}], "rd": [...],
+"rd_under_loss": [rows as "results" plus "budget"], "bd_rate": [{"method", "anchor", "loss_model", "loss_rate",
+"burst_len", "bd_rate"}]} (null where not measured;
 with ``--classifier`` a row "original" per rate holds its accuracy on the uncompressed frames),
 results.md (the same as a table), quality_vs_loss.png, rd_curve.png (0 % loss: ours per ``--rd-bits``,
-the baselines over their quality range) and strip.png (frames at about 30 % loss). The same command
+the baselines over their quality range) and strip.png (frames at about 30 % loss). With ``--bitrates``
+(payload bytes per frame, or ``kbps:N`` at ``--fps``) every baseline is also matched to each budget and
+ours runs at each of its rate points (``--rd-bits``), under every loss rate: ``rd_under_loss`` rows,
+``rd_under_loss.png`` (one panel per loss condition), BD-rate of ours against each baseline per loss
+condition (``bd_rate``, %, negative = ours needs fewer bytes for the same PSNR) and a table per budget
+in results.md. Freeze times are in ms at ``--fps`` (a freeze = a run of frames not showing their own
+decode). The same command
 gives the same results.json except the timing fields ``encode_ms`` and ``decode_ms`` (ms per frame,
 measured in this run, on ``--threads`` threads).
 """
@@ -41,8 +50,10 @@ import sys
 import torch
 
 from data import DataError
+from evaluation import rd
 from evaluation import runner as evaluation
-from evaluation.baselines import MTU
+from evaluation.methods import METHODS, groups
+from evaluation.packets import MTU
 from evaluation.report import write_all
 from models.stack import load_stack
 from network.loss import DEFAULT_BURST_LEN
@@ -77,13 +88,18 @@ def parse_args(argv):
     p.add_argument("--burst-len", type=float, default=DEFAULT_BURST_LEN, help="mean burst length (ge/burst sweep)")
     p.add_argument("--rates", default="0,0.05,0.1,0.2,0.3,0.5", help="packet loss rates")
     p.add_argument("--baselines", default="jpeg,webp,h264,h264-fec",
-                   help="jpeg (jpeg + jpeg-best), webp, h264, h264-fec (FEC 20 %% and 50 %%), exact method names, "
-                        "or none")
+                   help="groups " + ", ".join(f"{g} ({' + '.join(ms)})" for g, ms in groups().items())
+                        + ", exact method names, or none (evaluation/methods.py)")
     p.add_argument("--classifier", default=None, help="classifier checkpoint (classifier_train.py) for accuracy")
     p.add_argument("--bits", type=int, default=None,
                    help="quantisation bits of our codec (default: the checkpoint's calibration, else 4)")
     p.add_argument("--rd-bits", type=int_list, default="2,3,4,5,6",
                    help="quantiser bits of our RD points at 0 %% loss ('none': skip the RD curves)")
+    p.add_argument("--bitrates", default="none",
+                   help="budgets of the RD curves under loss: payload bytes per frame (1000,2000,4000) or kbps:N at "
+                        "--fps; each baseline is matched to each, ours runs at each --rd-bits ('none': skip)")
+    p.add_argument("--fps", type=float, default=evaluation.DEFAULT_FPS,
+                   help="frame rate of the clip: freeze times in ms and kbps budgets")
     p.add_argument("--strip-rate", type=float, default=0.3, help="loss rate of strip.png (nearest evaluated)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the synthetic data and the loss draws")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -121,6 +137,9 @@ def check_leak(seq, cls_ckpt) -> int:
 def run(args):
     torch.set_num_threads(max(1, args.threads))
     rates = evaluation.parse_rates(args.rates)
+    if args.fps <= 0:
+        raise SystemExit(f"error: --fps must be > 0, got {args.fps}")
+    budgets = rd.parse_bitrates(args.bitrates, args.fps)
     baselines = evaluation.parse_baselines(args.baselines)
     evaluation.loss_points(args.loss, rates, 1, args.burst_len)  # a bad --loss fails before any work
     if args.max_frames < 0 or args.size < 8:
@@ -130,8 +149,9 @@ def run(args):
         model.check_size(args.size, args.size)
     except ValueError as e:
         raise SystemExit(f"error: {e} (--size)") from None
-    if baselines and any(m.startswith("h264") for m in baselines) and args.size % 2:
-        raise SystemExit(f"error: H.264 needs an even --size, got {args.size}")
+    odd = [m for m in baselines if METHODS[m].even_size]
+    if odd and args.size % 2:
+        raise SystemExit(f"error: {', '.join(odd)} need an even --size, got {args.size}")
     seq = evaluation.load_sequence(args.data, args.size, args.seed, args.max_frames or None)
     overlap = 0
     if classifier is not None:
@@ -142,9 +162,12 @@ def run(args):
              args.size, args.size)
     result = evaluation.evaluate_sequence(model, codec, temporal, seq, mode=args.loss, rates=rates,
                                           baselines=baselines, seed=args.seed, burst_len=args.burst_len,
-                                          classifier=classifier, strip_rate=args.strip_rate)
+                                          classifier=classifier, strip_rate=args.strip_rate, fps=args.fps)
     rates = result["rates"]  # one spec (wifi, random:0.3, ...): its own rate
-    rd = evaluation.rd_points(model, ckpt, seq.frames, args.rd_bits, baselines)
+    rd_clean = rd.rd_points(model, ckpt, seq.frames, args.rd_bits, baselines)
+    rd_loss = rd.rd_under_loss(model, ckpt, temporal, seq.frames, mode=args.loss, losses=result["losses"],
+                               budgets=budgets, baselines=baselines, rate_spec=args.rd_bits, seed=args.seed,
+                               our_packets=result["our_packets"], fps=args.fps) if budgets else []
     config = {
         "model_path": args.model_path, "model": model.model_name, "model_kwargs": model.config,
         "temporal": args.temporal, "temporal_fill": temporal is not None, "classifier": args.classifier,
@@ -154,15 +177,19 @@ def run(args):
         "methods": list(dict.fromkeys(r["method"] for r in result["rows"])), "bits": codec.bits,
         "quant_mode": "calibrated" if codec.mode == 0 else "per-frame", "rd_bits": args.rd_bits, "seed": args.seed,
         "packet_payload": MTU, "draw_slots": evaluation.DRAW_SLOTS, "target_bytes": result["target_bytes"],
-        "our_packets": result["our_packets"], "threads": args.threads,
+        "our_packets": result["our_packets"], "fps": args.fps, "bitrates": budgets, "threads": args.threads,
         "timing_fields": ["encode_ms", "decode_ms"],
     }
-    payload = {"config": config, "results": result["rows"], "rd": rd}
+    payload = {"config": config, "results": result["rows"], "rd": rd_clean, "rd_under_loss": rd_loss,
+               "bd_rate": rd.bd_rates(rd_loss, baselines)}
     write_all(out, payload, result["strip"])
     print(f"results: {out / 'results.json'} (table: {out / 'results.md'})")
     for rate in rates:
         rows = [r for r in result["rows"] if r["loss_rate"] == rate and r["psnr"] is not None]
         print(f"loss {100 * rate:g} %: " + "  ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in rows))
+    for b in payload["bd_rate"]:
+        value = "n/a" if b["bd_rate"] is None else f"{b['bd_rate']:+.1f} %"
+        print(f"BD-rate {b['method']} vs {b['anchor']} at {100 * b['loss_rate']:g} % {b['loss_model']} loss: {value}")
     return out
 
 

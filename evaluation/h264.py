@@ -8,7 +8,7 @@ SPS/PPS and x264's SEI). ``encode_ms`` covers RGB -> YUV plus encoding, per fram
 
 Loss (:meth:`H264Stream.run`): frame f's bytes are split into ``k`` packets of <= ``MTU`` bytes.
 If any is lost, frame f is broken, and so is every later frame until the next I-frame (its
-reference chain). Broken frames are not displayed: the player freezes (:func:`evaluation.baselines.play`).
+reference chain). Broken frames are not displayed: the player freezes (:func:`evaluation.packets.play`).
 A displayed frame is exactly what a decoder shows for an intact chain, so the clean stream is
 decoded once and frame f is shown iff f and every frame since the last I-frame arrived.
 
@@ -32,7 +32,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from evaluation.baselines import MTU, BaselineResult, as_frames, as_mask, n_packets, play, slots_delivered
+from evaluation.packets import MTU, BaselineResult, as_frames, as_mask, n_packets, play, slots_delivered
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class H264Stream:
 
 def encode_h264(frames, crf: float = 23.0, keyint: int = 30, preset: str = "medium",
                 fps: int = 30, threads: int = 1) -> H264Stream:
-    """Encode a sequence (anything :func:`evaluation.baselines.as_frames` accepts) with low-delay x264."""
+    """Encode a sequence (anything :func:`evaluation.packets.as_frames` accepts) with low-delay x264."""
     seq = as_frames(frames)
     n, h, w, _ = seq.shape
     if n == 0 or h % 2 or w % 2:

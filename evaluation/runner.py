@@ -26,9 +26,12 @@ payload bytes (packet minus the 52-byte header), as for the baselines.
 
 Metrics (:func:`score`): on the displayed 8-bit RGB frames against the originals - mean per-frame PSNR,
 SSIM and MS-SSIM (None when the frames are <= 160 px), SSIM in dB of the mean SSIM, mean payload bytes
-and packets per frame sent, bpp, share of fresh frames, classifier accuracy on the displayed frames
+and packets per frame sent, bpp, share of fresh frames, freeze time (a freeze = a run of non-fresh frames;
+total and 95th-percentile freeze in ms at ``fps``), classifier accuracy on the displayed frames
 (``accuracy``) and, for a model with ``classify``, its own head on the received latent (``head_accuracy``).
 Timings (``encode_ms``, ``decode_ms``, per frame) are the only fields that differ between identical runs.
+
+Rate-distortion curves (at 0 % loss and under loss) and BD-rates: evaluation/rd.py.
 Plots and tables: evaluation/report.py.
 """
 
@@ -43,35 +46,37 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from codec.packetize import codec_from_checkpoint, decode_packets, encode_frame
+from codec.packetize import decode_packets, encode_frame
 from codec.wire import HEADER_SIZE, MAX_PACKETS_PER_FRAME
 from data import DataError, FrameDataset, load_videos, split_videos
-from evaluation.baselines import METHODS, as_frames, decode_image, encode_image, make_baseline
+from evaluation import methods
+from evaluation.baselines import PIL_FORMATS, decode_image, encode_image
+from evaluation.methods import make_baseline
+from evaluation.packets import as_frames
 from models import has_head
 from models.classifier import predict
 from network.loss import DEFAULT_BURST_LEN, LOSS_MODELS, LossModel, TailLoss, draws, parse_loss
-from playback.conceal import DEFAULT_POLICY, Player
+from playback.conceal import DEFAULT_POLICY, Player, parse_policy
 from utils import metrics
 
 log = logging.getLogger(__name__)
 
 DRAW_SLOTS = MAX_PACKETS_PER_FRAME  # 1024 slots of 1200 B: more than any method sends per frame
-GROUPS = {"jpeg": ("jpeg", "jpeg-best"), "webp": ("webp",), "h264": ("h264",), "h264-fec": ("h264-fec20", "h264-fec50")}
-OURS, OURS_TEMPORAL, ORIGINAL = "ours", "ours+convlstm", "original"
-STRIP_METHODS = (OURS, OURS_TEMPORAL, "jpeg", "h264")
-RD_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)  # JPEG / WebP
-RD_CRFS = (18.0, 23.0, 28.0, 33.0, 38.0, 43.0, 51.0)  # H.264
+DEFAULT_FPS = 30.0  # frame rate of freeze times and of kbps budgets
+OURS, OURS_TEMPORAL, ORIGINAL = methods.OURS.name, methods.OURS_TEMPORAL.name, methods.ORIGINAL.name
 
 
 def parse_baselines(text: str) -> list[str]:
-    """"jpeg,webp,h264,h264-fec" -> method names (groups expanded; exact METHODS names allowed; "none")."""
+    """"jpeg,webp,h264,h264-fec" -> baseline names (registry groups expanded; exact names allowed; "none")."""
+    groups, names = methods.groups(), [m.name for m in methods.of_kind("baseline")]
     out: list[str] = []
     for name in (t.strip() for t in text.split(",")):
         if not name or name == "none":
             continue
-        if name not in GROUPS and name not in METHODS:
-            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join([*GROUPS, *METHODS])} or none")
-        out += [m for m in GROUPS.get(name, (name,)) if m not in out]
+        if name not in groups and name not in names:
+            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(dict.fromkeys([*groups, *names]))} "
+                             "or none")
+        out += [m for m in groups.get(name, (name,)) if m not in out]
     return out
 
 
@@ -210,8 +215,9 @@ class OurCodec:
 
 
 def method_name(policy: str) -> str:
-    """Our row's method name for a concealment policy: ours (zero fill, repeat last), ours+convlstm, ours+POLICY."""
-    return {DEFAULT_POLICY: OURS, "convlstm": OURS_TEMPORAL}.get(policy, f"{OURS}+{policy}")
+    """Our row's method name for a concealment policy: the registry entry with that fill (ours = zero fill
+    with repeat-last, ours+convlstm), else ours+POLICY."""
+    return {m.fill: m.name for m in methods.of_kind("ours")}.get(policy, f"{OURS}+{policy}")
 
 
 def from_baseline(result) -> Shown:
@@ -253,15 +259,22 @@ def classifier_targets(seq: Sequence, classifier) -> torch.Tensor:
     return torch.tensor([names.index(seq.classes[i]) for i in seq.labels.tolist()], dtype=torch.int64)
 
 
-def score(shown: Shown, reference: np.ndarray, mode: str, rate: float, classifier=None,
-          targets: torch.Tensor | None = None, head_targets: torch.Tensor | None = None) -> dict:
-    """One results.json row (see evaluate.py) for what a method displayed under one draw."""
+def loss_fields(mode: str, rate: float, loss: LossModel) -> dict:
+    """The loss columns of a results row: loss_model (evaluate's --loss), loss_rate, burst_len (None unless
+    the loss model has bursts)."""
+    return {"loss_model": mode, "loss_rate": rate, "burst_len": getattr(loss, "burst_len", None)}
+
+
+def score(shown: Shown, reference: np.ndarray, loss: dict, classifier=None, targets: torch.Tensor | None = None,
+          head_targets: torch.Tensor | None = None, fps: float = DEFAULT_FPS) -> dict:
+    """One results.json row (see evaluate.py) for what a method displayed under one draw; ``loss`` holds the
+    row's loss columns (:func:`loss_fields`), ``fps`` the frame rate freeze times are measured at."""
     h, w = reference.shape[1:3]
-    row = {"method": shown.method, "loss_model": mode, "loss_rate": rate,
+    row = {"method": shown.method, **loss,
            "bytes_per_frame": float(shown.nbytes.mean()), "packets_per_frame": float(shown.packets.mean()),
            "bpp": float(metrics.bpp(float(shown.nbytes.mean()), h, w)),
            **quality(shown.frames, reference), "fresh_frames": float(shown.fresh.mean()),
-           "accuracy": None, "head_accuracy": None}
+           **metrics.freeze_ms(shown.fresh, fps), "accuracy": None, "head_accuracy": None}
     if classifier is not None and targets is not None:
         pred = predict(classifier, torch.from_numpy(shown.frames).permute(0, 3, 1, 2))
         row["accuracy"] = float((pred == targets).float().mean())
@@ -271,31 +284,38 @@ def score(shown: Shown, reference: np.ndarray, mode: str, rate: float, classifie
     return row
 
 
-def original_row(seq: Sequence, mode: str, rate: float, classifier, targets) -> dict:
+def original_row(seq: Sequence, loss: dict, classifier, targets) -> dict:
     """The "original" row: the classifier on the uncompressed frames (raw RGB bytes, no quality metrics)."""
     _, _, h, w = seq.frames.shape
     pred = predict(classifier, seq.frames)
-    return {"method": ORIGINAL, "loss_model": mode, "loss_rate": rate, "bytes_per_frame": float(3 * h * w),
+    return {"method": ORIGINAL, **loss, "bytes_per_frame": float(3 * h * w),
             "packets_per_frame": None, "bpp": 24.0, "psnr": None, "ssim": None, "ms_ssim": None,
-            "ssim_db": None, "fresh_frames": 1.0, "accuracy": float((pred == targets).float().mean()),
+            "ssim_db": None, "fresh_frames": 1.0, "freeze_ms_total": 0.0, "freeze_ms_p95": 0.0,
+            "accuracy": float((pred == targets).float().mean()),
             "head_accuracy": None, "encode_ms": None, "decode_ms": None, "params": {}}
+
+
+def our_fills(temporal) -> list[str]:
+    """The fills of the registry's entries for our codec that can run: the ConvLSTM fill needs ``temporal``."""
+    return [m.fill for m in methods.of_kind("ours") if parse_policy(m.fill)[0] != "convlstm" or temporal is not None]
 
 
 def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates: list[float], baselines: list[str],
                       seed: int, burst_len: float = DEFAULT_BURST_LEN, classifier=None, strip_rate: float = 0.3,
-                      progress: bool = True, policies: list[str] | None = None) -> dict:
-    """Every method at every loss rate on one sequence. Returns {"rows", "strip", "target_bytes", "our_packets"}.
+                      fps: float = DEFAULT_FPS, progress: bool = True) -> dict:
+    """Every method at every loss rate on one sequence.
+    Returns {"rows", "strip", "target_bytes", "our_packets", "losses", "rates"}.
 
     ``mode`` is evaluate.py's --loss: a family swept over ``rates`` (random, ge, burst, tail) or one full
-    spec (random:0.3, wifi, trace:FILE, ...; its rate is the model's, ``rates`` ignored). ``policies``:
-    our concealment policies (default: zero+repeat-last, and convlstm with a temporal model).
-    Per rate ONE draw (:func:`make_draws`) is made and handed to every method; the result's "rates" are
-the rates evaluated. The baselines' byte
-    budget is our mean payload bytes per frame (their matched-bytes searches run in make_baseline).
-    ``strip`` holds the displayed frames of STRIP_METHODS at the rate closest to ``strip_rate``.
+    spec (random:0.3, wifi, trace:FILE, ...; its rate is the model's, ``rates`` ignored); the result's
+    "losses" are the (rate, loss model) pairs evaluated (:func:`loss_points`), "rates" their rates. Ours
+    runs with each concealment policy of the registry's entries (:func:`our_fills`). Per rate ONE draw
+    (:func:`make_draws`) is made and handed to every method. The baselines' byte budget is our mean
+    payload bytes per frame (their matched-bytes searches run in make_baseline).
+    ``strip`` holds the displayed frames of the registry's strip methods at the rate closest to ``strip_rate``.
     """
     reference = as_frames(seq.frames)
-    for c in ("jpeg", "webp"):  # warm Pillow's codecs up, so the first timed encode is not a cold one
+    for c in PIL_FORMATS:  # warm Pillow's codecs up, so the first timed encode is not a cold one
         decode_image(encode_image(reference[0], c))
     ours = OurCodec(model, codec, seq.frames, temporal)
     our_packets = int(ours.counts.max())
@@ -311,46 +331,21 @@ the rates evaluated. The baselines' byte
     losses = loss_points(mode, rates, our_packets, burst_len)
     rates = [r for r, _ in losses]
     strip_at = min(rates, key=lambda r: abs(r - strip_rate))
-    fills = policies or [DEFAULT_POLICY] + (["convlstm"] if temporal is not None else [])
+    fills = our_fills(temporal)
     rows, strip = [], {}
     bar = tqdm(total=len(rates) * (len(fills) + len(runners)), desc=f"{mode} loss", disable=not progress)
-    for rate, loss in losses:
-        draws = make_draws(loss, len(reference), seed, our_packets)
+    for rate, loss_model in losses:
+        draws = make_draws(loss_model, len(reference), seed, our_packets)
+        loss = loss_fields(mode, rate, loss_model)
         if classifier is not None:
-            rows.append(original_row(seq, mode, rate, classifier, targets))
+            rows.append(original_row(seq, loss, classifier, targets))
         for job in [*fills, *runners.values()]:  # every method gets this very draw
             shown = ours.run(draws, job) if isinstance(job, str) else from_baseline(job(draws))
-            rows.append(score(shown, reference, mode, rate, classifier, targets, head_targets))
-            if rate == strip_at and shown.method in STRIP_METHODS:
+            rows.append(score(shown, reference, loss, classifier, targets, head_targets, fps))
+            if rate == strip_at and shown.method in methods.strip_methods():
                 strip[shown.method] = shown.frames
             bar.set_postfix(rate=rate, method=shown.method)
             bar.update()
     bar.close()
     return {"rows": rows, "strip": {"rate": strip_at, "frames": strip, "reference": reference},
-            "target_bytes": target, "our_packets": our_packets, "rates": rates}
-
-
-def rd_points(model, ckpt: dict | None, frames: torch.Tensor, bits: list[int], baselines: list[str],
-              progress: bool = True) -> list[dict]:
-    """Rate-distortion points at 0 % loss: ours at each quantiser ``bits``, JPEG/WebP over RD_QUALITIES,
-    H.264 over RD_CRFS (only the codecs among ``baselines``)."""
-    reference = as_frames(frames)
-    clean = torch.ones(len(reference), DRAW_SLOTS)
-    jobs = [(OURS, {"bits": b}, lambda b=b: OurCodec(model, codec_from_checkpoint(model, ckpt, bits=b),
-                                                     frames).run(clean)) for b in bits]
-    for codec in ("jpeg", "webp"):
-        if any(m.split("-")[0] == codec for m in baselines):
-            jobs += [(codec, {"quality": q}, lambda c=codec, q=q: from_baseline(make_baseline(c, reference, quality=q)(
-                clean))) for q in RD_QUALITIES]
-    if any(m.startswith("h264") for m in baselines):
-        jobs += [("h264", {"crf": c}, lambda c=c: from_baseline(make_baseline("h264", reference, crf=c)(clean)))
-                 for c in RD_CRFS]
-    points = []
-    h, w = reference.shape[1:3]
-    for method, params, job in tqdm(jobs, desc="RD curves", disable=not progress, leave=False):
-        shown = job()
-        q = quality(shown.frames, reference)
-        points.append({"method": method, **params, "bytes_per_frame": float(shown.nbytes.mean()),
-                       "bpp": float(metrics.bpp(float(shown.nbytes.mean()), h, w)), "psnr": q["psnr"],
-                       "ssim": q["ssim"]})
-    return points
+            "target_bytes": target, "our_packets": our_packets, "losses": losses, "rates": rates}

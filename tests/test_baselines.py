@@ -4,20 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.baselines import (
-    GREY,
-    METHODS,
-    ImageCodec,
-    as_frames,
-    decode_image,
-    frame_seed,
-    loss_draws,
-    make_baseline,
-    n_packets,
-    play,
-)
+from evaluation import methods
+from evaluation.baselines import ImageCodec, decode_image
 from evaluation.h264 import chain_ok, encode_h264, fec_layout, fec_parity, matched_h264
-from network.loss import loss_pattern
+from evaluation.methods import make_baseline
+from evaluation.packets import GREY, as_frames, n_packets, play
+from network.loss import draws as loss_draws
+from network.loss import parse_loss
 
 N, SIZE = 8, 64
 
@@ -49,21 +42,6 @@ def no_loss(slots=64):
 def test_n_packets():
     assert [n_packets(b) for b in (0, 1, 1200, 1201, 2400, 2401)] == [0, 1, 1, 2, 2, 3]
     assert n_packets(100, mtu=30) == 4
-
-
-def test_loss_draws_are_loss_pattern_rows_and_deterministic():
-    d = loss_draws("random", 0.3, 10, slots=16, seed=5)
-    assert d.shape == (10, 16) and set(d.unique().tolist()) <= {0.0, 1.0}
-    assert torch.equal(d, loss_draws("random", 0.3, 10, slots=16, seed=5))
-    assert not torch.equal(d, loss_draws("random", 0.3, 10, slots=16, seed=6))
-    assert torch.equal(d[:4], loss_draws("random", 0.3, 4, slots=16, seed=5))  # row f ignores n_frames
-    g = torch.Generator().manual_seed(frame_seed(5, 7))
-    assert torch.equal(d[7], loss_pattern("random", 16, g, rate=0.3).float())
-    b = loss_draws("burst", 0.2, 3, slots=32, seed=1, burst_len=4.0)
-    g = torch.Generator().manual_seed(frame_seed(1, 2))
-    assert torch.equal(b[2], loss_pattern("burst", 32, g, rate=0.2, burst_len=4.0).float())
-    assert torch.equal(loss_draws("none", 0.5, 3), torch.ones(3, 64))
-    assert loss_draws("random", 0.3, 400, seed=0).mean().item() == pytest.approx(0.7, abs=0.02)
 
 
 def test_play_freezes_and_starts_grey():
@@ -180,14 +158,14 @@ def test_matched_h264_hits_the_byte_target(clip):
 
 
 def test_all_methods_consume_the_same_draws(clip):
-    draws = loss_draws("random", 0.3, N, seed=3)
+    draws = loss_draws(parse_loss("random:0.3"), N, 64, seed=3)
     shuffled = draws.clone()
     shuffled[:, 20:] = 1 - shuffled[:, 20:]  # slots no method uses here
-    for method in METHODS:
+    for m in methods.of_kind("baseline"):
+        method, fec = m.name, m.fec
         run = make_baseline(method, clip, target_bytes=1500.0, qualities=range(5, 101, 5))
         res = run(draws)
         assert res.method == method and res.frames.shape == (N, SIZE, SIZE, 3) and res.frames.dtype == np.uint8
-        fec = {"h264-fec20": 0.2, "h264-fec50": 0.5}.get(method, 0.0)
         # packets = k + parity(k), increasing in k: recover the parity count of each frame
         parity = [next(t - k for k in range(t + 1) if k + fec_parity(k, fec) == t) for t in res.packets]
         lost = [(draws[f, : res.packets[f]] == 0).sum().item() for f in range(N)]
@@ -201,3 +179,40 @@ def test_as_frames_layouts(clip):
     assert np.array_equal(as_frames(t), clip)
     assert np.array_equal(as_frames(t.float() / 255), clip)
     assert np.array_equal(as_frames(list(clip)), clip)
+
+
+def test_registry_derives_groups_styles_and_sweeps():
+    assert methods.groups() == {"jpeg": ("jpeg", "jpeg-best"), "webp": ("webp",), "h264": ("h264",),
+                                "h264-fec": ("h264-fec20", "h264-fec50")}
+    assert {m.name: m.fec for m in methods.of_kind("baseline") if m.fec} == {"h264-fec20": 0.2, "h264-fec50": 0.5}
+    assert [m.name for m in methods.of_kind("ours")] == ["ours", "ours+convlstm"]
+    styles = [m.style for m in methods.METHODS.values()]
+    assert len(set(styles)) == len(styles) and methods.style("not-a-method") == methods.FALLBACK_STYLE
+    assert methods.strip_methods() == ["ours", "ours+convlstm", "jpeg", "h264"]
+    for m in methods.of_kind("baseline"):
+        assert m.build is not None and bool(m.sweep) == (m.sweep_key is not None)
+    with pytest.raises(ValueError, match="registered twice"):
+        methods.register(methods.METHODS["jpeg"])
+    with pytest.raises(ValueError, match="unknown baseline"):
+        make_baseline("ours", np.zeros((1, 8, 8, 3), np.uint8))
+
+
+def test_parse_baselines_expands_registry_groups():
+    from evaluation.runner import parse_baselines
+
+    assert parse_baselines("jpeg,h264-fec") == ["jpeg", "jpeg-best", "h264-fec20", "h264-fec50"]
+    assert parse_baselines("webp-best,none,jpeg-best,jpeg") == ["webp-best", "jpeg-best", "jpeg"]
+    with pytest.raises(ValueError, match="unknown baseline"):
+        parse_baselines("mpeg2")
+
+
+def test_no_import_cycle_between_image_and_h264_code():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "evaluation"
+    for name in ("packets", "baselines", "h264"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        others = {"evaluation.baselines", "evaluation.h264", "evaluation.methods", "evaluation.runner"}
+        assert imported & others == set(), (name, imported & others)

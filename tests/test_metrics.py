@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.metrics import PSNR_MAX, bpp, ms_ssim, mse, psnr, ssim, ssim_db, to_uint8
+from utils.metrics import PSNR_MAX, bpp, freeze_ms, freeze_runs, ms_ssim, mse, psnr, ssim, ssim_db, to_uint8
 
 
 def _img(b=2, h=32, w=32, seed=0):
@@ -71,7 +71,8 @@ def test_ms_ssim_needs_more_than_160_pixels():
 
 
 def test_ssim_db_and_bpp():
-    assert ssim_db(0.99) == pytest.approx(20.0)
+    assert ssim_db(0.99) == pytest.approx(20.0)  # GRACE: -10 log10(1 - SSIM)
+    assert ssim_db(0.95) == pytest.approx(-10 * math.log10(0.05))
     assert ssim_db(0.9) == pytest.approx(10.0)
     assert ssim_db(1.0) == 100.0
     out = ssim_db(torch.tensor([0.9, 1.0], dtype=torch.float64))
@@ -79,3 +80,17 @@ def test_ssim_db_and_bpp():
     assert np.allclose(ssim_db(np.array([0.99, 0.999])), [20.0, 30.0])
     assert bpp(1000, 100, 80) == pytest.approx(1.0)
     assert np.allclose(bpp(np.array([6272, 12544]), 224, 224), [1.0, 2.0])
+
+
+def test_freezes_are_runs_of_stale_frames():
+    fresh = [True, False, False, True, False, True, True, False, False, False]
+    assert freeze_runs(fresh).tolist() == [2, 1, 3]
+    assert freeze_runs([True] * 4).tolist() == [] and freeze_runs([False] * 3).tolist() == [3]
+    assert freeze_runs(np.array([], bool)).tolist() == []
+    out = freeze_ms(fresh, fps=25)  # 40 ms a frame: freezes of 80, 40 and 120 ms
+    assert out["freeze_ms_total"] == pytest.approx(240.0)
+    assert out["freeze_ms_p95"] == pytest.approx(np.percentile([80, 40, 120], 95))  # 116 ms
+    assert freeze_ms([True, True]) == {"freeze_ms_total": 0.0, "freeze_ms_p95": 0.0}
+    assert freeze_ms([False] * 3)["freeze_ms_total"] == pytest.approx(100.0)  # 30 fps
+    with pytest.raises(ValueError):
+        freeze_ms(fresh, fps=0)

@@ -17,6 +17,12 @@ way they report them (e.g. the mean of per-frame PSNR).
   value on a different scale.
 - :func:`ssim_db`: GRACE's SSIM in dB, -10·log10(1 - SSIM), capped at ``SSIM_DB_MAX`` = 100 dB.
 - :func:`bpp`: bits per pixel from real bytes, bytes·8 / (H·W).
+
+Playback and rate-curve metrics (plain numbers, not per image):
+
+- :func:`freeze_runs`, :func:`freeze_ms`: a *freeze* is a maximal run of consecutive non-fresh frames
+  (frames that do not show their own decode); it lasts run length × 1000 / fps ms.
+- :func:`bd_rate`: the Bjøntegaard delta rate of one rate-PSNR curve against another, in %.
 """
 
 from __future__ import annotations
@@ -118,3 +124,49 @@ def bpp(nbytes, height: int, width: int):
     ``nbytes`` may be a number, numpy array or tensor (e.g. bytes per frame); same kind returned.
     """
     return nbytes * 8.0 / (height * width)
+
+
+def freeze_runs(fresh) -> np.ndarray:
+    """Lengths in frames of the freezes of a playback, in order: maximal runs of False in ``fresh`` (N,)."""
+    stale = np.concatenate([[False], ~np.asarray(fresh, bool).reshape(-1), [False]])
+    edges = np.flatnonzero(np.diff(stale.astype(np.int8)))  # alternating starts and ends of stale runs
+    return (edges[1::2] - edges[0::2]).astype(np.int64)
+
+
+def freeze_ms(fresh, fps: float = 30.0) -> dict[str, float]:
+    """``freeze_ms_total``: the time spent frozen; ``freeze_ms_p95``: the 95th percentile (numpy's linear
+    interpolation) of the freeze durations, both in ms at ``fps``; 0 for a playback without a freeze."""
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    ms = freeze_runs(fresh) * (1000.0 / fps)
+    return {"freeze_ms_total": float(ms.sum()), "freeze_ms_p95": float(np.percentile(ms, 95)) if len(ms) else 0.0}
+
+
+def bd_rate(anchor_rate, anchor_psnr, test_rate, test_psnr) -> float | None:
+    """Bjøntegaard delta rate (VCEG-M33) of the test curve against the anchor, in %.
+
+    For each curve, log(rate) is fitted as a cubic polynomial of PSNR (least squares; with fewer than
+    4 points the degree is the number of points - 1); both fits are integrated over the overlapping
+    PSNR range and the mean difference d gives (exp(d) - 1)·100. Negative: the test curve needs fewer
+    bits for the same quality (-50: half the rate). Rates in any unit shared by both curves (bytes per
+    frame here). Returns None when the PSNR ranges do not overlap, or when a curve is not an RD curve:
+    sorted by rate, its PSNR must rise strictly (under loss a larger budget can show less, e.g. JPEG
+    frames that need more packets freeze more often, or a frozen stream repeats one PSNR; a fit through
+    such points would give numbers like +8000 % or -100 % that mean nothing).
+    """
+    curves = []
+    for rate, quality in ((anchor_rate, anchor_psnr), (test_rate, test_psnr)):
+        r, q = np.asarray(rate, np.float64).reshape(-1), np.asarray(quality, np.float64).reshape(-1)
+        if len(r) != len(q) or len(r) < 2 or not (np.isfinite(r).all() and np.isfinite(q).all()) or (r <= 0).any():
+            raise ValueError(f"a curve needs >= 2 points of finite rate > 0 and PSNR, got {r.tolist()}, {q.tolist()}")
+        curves.append((q, r))
+    if any((np.diff(q[np.argsort(r, kind="stable")]) <= 0).any() for q, r in curves):
+        return None
+    lo = max(q.min() for q, _ in curves)
+    hi = min(q.max() for q, _ in curves)
+    if hi <= lo:
+        return None
+    curves = [(q, np.polyint(np.polyfit(q, np.log(r), min(3, len(r) - 1)))) for q, r in curves]
+    (_, a), (_, b) = curves
+    diff = (np.polyval(b, hi) - np.polyval(b, lo) - np.polyval(a, hi) + np.polyval(a, lo)) / (hi - lo)
+    return float((math.exp(diff) - 1.0) * 100.0)
