@@ -7,7 +7,7 @@ PSNR of the decoded frame against the original, with and without quantisation.
 
 For each bits value it measures both quantiser modes: "frame" (per-frame ranges in the packet,
 parametric tables; any checkpoint) and "calibrated" (static ranges and per-channel tables from
-``--calib-data``'s training split, as utils/quant.calibrate stores them in ckpt["extra"]["codec"]).
+``--calib-data``'s training split, as codec/quant.calibrate stores them in ckpt["extra"]["codec"]).
 ``--write-ckpt`` saves a copy of the checkpoint with the calibration of the first ``--bits`` value.
 Prints one JSON line per setting and a table.
 """

@@ -19,7 +19,7 @@ big-endian order with up to three trailing zero bytes of the last word dropped (
 before decoding, so the words are identical).
 
 Two kinds of tables:
-- **calibrated**: per-channel counts measured on training data (utils/quant.calibrate), like PNC's
+- **calibrated**: per-channel counts measured on training data (codec/quant.calibrate), like PNC's
   per-channel Huffman tables;
 - **parametric**: for checkpoints without calibration, a fixed family indexed by (centre, width):
   binomial coefficients C(m, m/2 + d) of the circular distance d = min(|k - c|, L - |k - c|), with

@@ -125,7 +125,7 @@ def calibrate(model, batches: Iterable[torch.Tensor], bits: int = DEFAULT_BITS, 
     ``max_frames`` latents are kept (a seeded reservoir sample, so memory stays bounded).
     Ranges are each channel's ``clip`` and ``1 - clip`` quantiles (``clip=0``: min/max; lo = 0 for
     a non-negative latent, so ReLU zeros stay exact). Counts are histograms of the coded symbols -
-    the row-DPCM residuals of the quantised channels (utils/entropy.to_residuals).
+    the row-DPCM residuals of the quantised channels (codec/entropy.to_residuals).
     Returns plain tensors: ``bits`` (int64 scalar), ``lo``/``hi`` (C,) float32, ``counts`` (C, 2**bits)
     int64 with every count >= 1 (so every symbol stays encodable), ``version``.
     """
