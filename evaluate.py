@@ -6,10 +6,13 @@
     python evaluate.py --model_path CKPT --data synthetic --classifier runs/001-SimpleCNN/SimpleCNN_final.pth --out DIR
     python evaluate.py --model_path CKPT --data clip.mp4 --max-frames 0 --baselines jpeg,h264 --out DIR
     python evaluate.py --model_path CKPT --bitrates 1000,2000,4000 --rates 0,0.1,0.3 --out DIR   # RD under loss
+    python evaluate.py --model_path CKPT --data clips/ --per-clip --loss wifi --out DIR        # mean over clips
 
 Frames: the TEST split of ``--data`` (split_videos with ``--seed``; the default "sample" gives the
 carphone clip), or every frame of a single video, at ``--size`` x ``--size``, at most ``--max-frames``
-(0 = all), played as one stream. Ours runs the exact wire path offline, frame by frame: encoder ->
+(0 = all), played as one stream; with ``--per-clip`` every video of ``--data`` (a folder of clips: no
+split) is its own stream, and the results are the mean over the clips, each clip weighing the same
+(``per_clip`` in results.json holds each clip's rows). Ours runs the exact wire path offline, frame by frame: encoder ->
 quantiser -> entropy coder -> packets (codec/packetize.py) -> packet loss -> entropy decoding -> fill ->
 decoder (playback.conceal, the receiver's path), with the temporal state carried across frames. Per loss
 rate ONE per-packet-slot draw (network.loss.draws, seeded by ``--seed``; row f is what sender_encode.py
@@ -100,6 +103,9 @@ def parse_args(argv):
                         "--fps; each baseline is matched to each, ours runs at each --rd-bits ('none': skip)")
     p.add_argument("--fps", type=float, default=evaluation.DEFAULT_FPS,
                    help="frame rate of the clip: freeze times in ms and kbps budgets")
+    p.add_argument("--per-clip", action="store_true",
+                   help="evaluate every video of --data as its own stream (no split: the data is the test set); "
+                        "results are the mean over clips, each clip's rows in per_clip")
     p.add_argument("--strip-rate", type=float, default=0.3, help="loss rate of strip.png (nearest evaluated)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the synthetic data and the loss draws")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -134,6 +140,19 @@ def check_leak(seq, cls_ckpt) -> int:
     return len(seen)
 
 
+def evaluate_clip(args, model, codec, temporal, ckpt, classifier, seq, rates, baselines, budgets) -> dict:
+    """One stream: the runs per loss condition, the RD points at 0 % loss and (``budgets``) under loss."""
+    result = evaluation.evaluate_sequence(model, codec, temporal, seq, mode=args.loss, rates=rates,
+                                          baselines=baselines, seed=args.seed, burst_len=args.burst_len,
+                                          classifier=classifier, strip_rate=args.strip_rate, fps=args.fps)
+    result["rd"] = rd.rd_points(model, ckpt, seq.frames, args.rd_bits, baselines)
+    result["rd_under_loss"] = rd.rd_under_loss(
+        model, ckpt, temporal, seq.frames, mode=args.loss, losses=result["losses"], budgets=budgets,
+        baselines=baselines, rate_spec=args.rd_bits, seed=args.seed, our_packets=result["our_packets"],
+        fps=args.fps) if budgets else []
+    return result
+
+
 def run(args):
     torch.set_num_threads(max(1, args.threads))
     rates = evaluation.parse_rates(args.rates)
@@ -152,41 +171,53 @@ def run(args):
     odd = [m for m in baselines if METHODS[m].even_size]
     if odd and args.size % 2:
         raise SystemExit(f"error: {', '.join(odd)} need an even --size, got {args.size}")
-    seq = evaluation.load_sequence(args.data, args.size, args.seed, args.max_frames or None)
+    if args.per_clip:
+        seqs = evaluation.load_clips(args.data, args.size, args.seed, args.max_frames or None)
+    else:
+        seqs = [evaluation.load_sequence(args.data, args.size, args.seed, args.max_frames or None)]
     overlap = 0
     if classifier is not None:
-        evaluation.classifier_targets(seq, classifier)  # labels and class names checked before any work
-        overlap = check_leak(seq, cls_ckpt)
+        for seq in seqs:
+            evaluation.classifier_targets(seq, classifier)  # labels and class names checked before any work
+            overlap += check_leak(seq, cls_ckpt)
     out = prepare_run_dir(args.out, args.overwrite, safe_name(f"eval-{model.model_name}"))
-    log.info("evaluating %d frames of %s (%s split) at %dx%d", len(seq.frames), ", ".join(seq.videos), seq.split,
-             args.size, args.size)
-    result = evaluation.evaluate_sequence(model, codec, temporal, seq, mode=args.loss, rates=rates,
-                                          baselines=baselines, seed=args.seed, burst_len=args.burst_len,
-                                          classifier=classifier, strip_rate=args.strip_rate, fps=args.fps)
+    clips = []
+    for seq in seqs:
+        log.info("evaluating %d frames of %s (%s split) at %dx%d", len(seq.frames), ", ".join(seq.videos),
+                 seq.split, args.size, args.size)
+        clips.append(evaluate_clip(args, model, codec, temporal, ckpt, classifier, seq, rates, baselines, budgets))
+    result = clips[0]
+    rows, rd_clean, rd_loss = result["rows"], result["rd"], result["rd_under_loss"]
+    if len(clips) > 1:  # the mean over clips, each clip weighing the same; the clips' own rows in "per_clip"
+        rows, rd_clean, rd_loss = (evaluation.mean_rows([c[key] for c in clips])
+                                   for key in ("rows", "rd", "rd_under_loss"))
     rates = result["rates"]  # one spec (wifi, random:0.3, ...): its own rate
-    rd_clean = rd.rd_points(model, ckpt, seq.frames, args.rd_bits, baselines)
-    rd_loss = rd.rd_under_loss(model, ckpt, temporal, seq.frames, mode=args.loss, losses=result["losses"],
-                               budgets=budgets, baselines=baselines, rate_spec=args.rd_bits, seed=args.seed,
-                               our_packets=result["our_packets"], fps=args.fps) if budgets else []
+    videos = [v for seq in seqs for v in seq.videos]
     config = {
         "model_path": args.model_path, "model": model.model_name, "model_kwargs": model.config,
         "temporal": args.temporal, "temporal_fill": temporal is not None, "classifier": args.classifier,
-        "classifier_overlap_videos": overlap, "data": args.data, "split": seq.split, "videos": seq.videos,
-        "frames": len(seq.frames), "size": args.size, "max_frames": args.max_frames, "loss": args.loss,
+        "classifier_overlap_videos": overlap, "data": args.data, "split": seqs[0].split, "videos": videos,
+        "per_clip": args.per_clip, "frames": sum(len(seq.frames) for seq in seqs), "size": args.size,
+        "max_frames": args.max_frames, "loss": args.loss,
         "burst_len": args.burst_len if args.loss in ("burst", "ge") else None, "rates": rates, "baselines": baselines,
-        "methods": list(dict.fromkeys(r["method"] for r in result["rows"])), "bits": codec.bits,
+        "methods": list(dict.fromkeys(r["method"] for r in rows)), "bits": codec.bits,
         "quant_mode": "calibrated" if codec.mode == 0 else "per-frame", "rd_bits": args.rd_bits, "seed": args.seed,
-        "packet_payload": MTU, "draw_slots": evaluation.DRAW_SLOTS, "target_bytes": result["target_bytes"],
-        "our_packets": result["our_packets"], "fps": args.fps, "bitrates": budgets, "threads": args.threads,
-        "timing_fields": ["encode_ms", "decode_ms"],
+        "packet_payload": MTU, "draw_slots": evaluation.DRAW_SLOTS,
+        "target_bytes": float(sum(c["target_bytes"] for c in clips) / len(clips)),
+        "our_packets": max(c["our_packets"] for c in clips), "fps": args.fps, "bitrates": budgets,
+        "threads": args.threads, "timing_fields": ["encode_ms", "decode_ms"],
     }
-    payload = {"config": config, "results": result["rows"], "rd": rd_clean, "rd_under_loss": rd_loss,
+    payload = {"config": config, "results": rows, "rd": rd_clean, "rd_under_loss": rd_loss,
                "bd_rate": rd.bd_rates(rd_loss, baselines)}
+    if len(clips) > 1:
+        payload["per_clip"] = [{"clip": seq.videos[0], "frames": len(seq.frames), "results": c["rows"],
+                                "rd_under_loss": c["rd_under_loss"],
+                                "bd_rate": rd.bd_rates(c["rd_under_loss"], baselines)} for seq, c in zip(seqs, clips)]
     write_all(out, payload, result["strip"])
     print(f"results: {out / 'results.json'} (table: {out / 'results.md'})")
     for rate in rates:
-        rows = [r for r in result["rows"] if r["loss_rate"] == rate and r["psnr"] is not None]
-        print(f"loss {100 * rate:g} %: " + "  ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in rows))
+        at = [r for r in rows if r["loss_rate"] == rate and r["psnr"] is not None]
+        print(f"loss {100 * rate:g} %: " + "  ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in at))
     for b in payload["bd_rate"]:
         value = "n/a" if b["bd_rate"] is None else f"{b['bd_rate']:+.1f} %"
         print(f"BD-rate {b['method']} vs {b['anchor']} at {100 * b['loss_rate']:g} % {b['loss_model']} loss: {value}")

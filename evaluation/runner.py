@@ -5,6 +5,9 @@ Frames (:func:`load_sequence`): the TEST split of the data (data.split_videos wi
 "sample" source's fixed split gives carphone), or every frame when the data is a single video. Test
 videos are center-cropped to ``size`` x ``size`` and played back to back as ONE stream (a video change
 is a scene cut for every method); ``max_frames`` caps the total, shared out evenly over the videos.
+Per clip (:func:`load_clips`, evaluate.py --per-clip): every video of the data is its own stream (at most
+``max_frames`` each), evaluated alone; :func:`mean_rows` averages the clips' rows, each clip weighing the
+same (a clip's figures are already means over its frames).
 
 Loss (:func:`loss_points`, :func:`make_draws`): ``--loss`` is a family swept over the rates (random,
 ge/burst, tail) or one spec (random:0.3, wifi, grace:0.3,3, trace:FILE, ...; network/loss/models.py).
@@ -125,6 +128,47 @@ def load_sequence(specs: list[str], size: int, seed: int, max_frames: int | None
         left -= take
     return Sequence(torch.stack(frames), torch.tensor(labels, dtype=torch.int64), list(vs.classes),
                     [v.name for v in videos], split)
+
+
+def load_clips(specs: list[str], size: int, seed: int, max_frames: int | None) -> list[Sequence]:
+    """Every video of ``specs`` as its own Sequence (no split: the data is the test set), first ``max_frames``."""
+    vs = load_videos(specs, size=size, seed=seed)
+    clips = []
+    for v in vs.videos:
+        ds = FrameDataset([v], crop=size)
+        take = min(v.num_frames, max_frames or v.num_frames)
+        frames = torch.stack([metrics.to_uint8(ds[t]["x"])[0] for t in range(take)])
+        clips.append(Sequence(frames, torch.full((take,), v.label, dtype=torch.int64), list(vs.classes), [v.name],
+                              "all"))
+    return clips
+
+
+MEAN_FIELDS = ("bytes_per_frame", "packets_per_frame", "bpp", "psnr", "ssim", "ms_ssim", "ssim_db", "fresh_frames",
+               "freeze_ms_total", "freeze_ms_p95", "accuracy", "head_accuracy", "encode_ms", "decode_ms")
+
+
+def mean_rows(per_clip: list[list[dict]]) -> list[dict]:
+    """Rows of several clips -> one row per method, loss condition, budget and RD point (every field but the
+    figures, ``clip`` and ``params``), each figure the mean over the clips (None if a clip has none),
+    ``clips`` = how many, ``params`` the first clip's or, where the clips' differ (a baseline matched to each
+    clip's bytes), ``{"per_clip": [each clip's]}``. Rows keep the order of the first clip's."""
+    groups: dict[str, list[dict]] = {}
+    for rows in per_clip:
+        for r in rows:
+            key = repr({k: v for k, v in r.items() if k not in (*MEAN_FIELDS, "clip", "params")})
+            groups.setdefault(key, []).append(r)
+    out = []
+    for rs in groups.values():
+        row = {k: v for k, v in rs[0].items() if k != "clip"}
+        if "params" in row and any(r["params"] != row["params"] for r in rs):
+            row["params"] = {"per_clip": [r["params"] for r in rs]}
+        for k in MEAN_FIELDS:
+            if k in row:
+                vals = [r[k] for r in rs]
+                row[k] = None if any(v is None for v in vals) else float(np.mean(vals))
+        row["clips"] = len(rs)
+        out.append(row)
+    return out
 
 
 def make_draws(loss: LossModel, n_frames: int, seed: int, our_packets: int) -> torch.Tensor:

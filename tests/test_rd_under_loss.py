@@ -81,3 +81,36 @@ def test_ours_rate_points_come_from_the_registry_hook(ckpt, monkeypatch):
     assert calls == [[7, 8]]
     assert [(r["method"], r["budget"]) for r in rows] == [("ours", None), ("webp", 900.0)]
     assert rd.bd_rates(rows, ["webp"])[0]["bd_rate"] is None  # one point per curve
+
+
+def write_clip(folder, seed: int, frames: int = 4, size: int = 64) -> None:
+    """A frame folder <video>/<frame>.png of a moving random texture."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(seed)
+    base = (torch.rand(size, size + frames, 3, generator=g) * 255).to(torch.uint8).numpy()
+    for t in range(frames):
+        Image.fromarray(base[:, t:t + size]).save(folder / f"{t:03d}.png")
+
+
+def test_per_clip_rows_and_their_mean(ckpt, tmp_path):
+    """--per-clip on a folder of two clips: each clip evaluated alone, results = the mean over clips."""
+    data = tmp_path / "clips"
+    write_clip(data / "a", 1)
+    write_clip(data / "b", 2, frames=6)
+    out = evaluate.main(["--model_path", ckpt, "--data", str(data), "--per-clip", "--size", "64",
+                         "--max-frames", "0", "--rates", "0,0.3", "--baselines", "jpeg", "--rd-bits", "none",
+                         "--out", str(tmp_path / "o")])
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["per_clip"] and res["config"]["videos"] == ["a", "b"] and res["config"]["frames"] == 10
+    clips = {c["clip"]: c for c in res["per_clip"]}
+    assert set(clips) == {"a", "b"} and clips["a"]["frames"] == 4 and clips["b"]["frames"] == 6
+    for mean in res["results"]:
+        same = [next(r for r in clips[c]["results"] if r["method"] == mean["method"]
+                     and r["loss_rate"] == mean["loss_rate"]) for c in ("a", "b")]
+        assert mean["clips"] == 2
+        for k in ("psnr", "bytes_per_frame", "fresh_frames"):
+            assert mean[k] == pytest.approx((same[0][k] + same[1][k]) / 2)  # each clip weighs the same
+    assert {(r["method"], r["loss_rate"]) for r in res["results"]} == {
+        (m, rate) for m in ("ours", "jpeg", "jpeg-best") for rate in (0.0, 0.3)}
