@@ -3,6 +3,7 @@
     python evaluate.py --model_path runs/ship-LRAE_VC/last.pth --out runs/eval-lrae     # carphone, 60 frames
     python evaluate.py --model_path CKPT --temporal conv_lstm_ae.pth --loss burst --rates 0,0.1,0.3 --out DIR
     python evaluate.py --model_path CKPT --loss wifi --out DIR          # one preset (or random:0.3, trace:FILE)
+    python evaluate.py --model_path CKPT --loss wifi cellular lossy-wifi congested random:0.3 --out DIR
     python evaluate.py --model_path CKPT --data synthetic --classifier runs/001-SimpleCNN/SimpleCNN_final.pth --out DIR
     python evaluate.py --model_path CKPT --data clip.mp4 --max-frames 0 --baselines jpeg,h264 --out DIR
     python evaluate.py --model_path CKPT --bitrates 1000,2000,4000 --rates 0,0.1,0.3 --out DIR   # RD under loss
@@ -84,9 +85,9 @@ def parse_args(argv):
     p.add_argument("--size", type=int, default=224, help="frames: short side resized to this, center-cropped square")
     p.add_argument("--max-frames", "--max_frames", type=int, default=60,
                    help="evaluate at most this many frames, shared over the test videos (0 = all)")
-    p.add_argument("--loss", default="random",
-                   help="packet loss: a family swept over --rates (random, ge, burst, tail) or one spec "
-                        "(random:P, ge:P,L, tail:K, grace:P,N, trace:FILE[,K], wifi, cellular, lossy-wifi, "
+    p.add_argument("--loss", nargs="+", default=["random"],
+                   help="packet loss, one or several: a family swept over --rates (random, ge, burst, tail) or a "
+                        "spec (random:P, ge:P,L, tail:K, grace:P,N, trace:FILE[,K], wifi, cellular, lossy-wifi, "
                         "congested; network/loss/models.py), the same slots sender_encode.py --loss drops")
     p.add_argument("--burst-len", type=float, default=DEFAULT_BURST_LEN, help="mean burst length (ge/burst sweep)")
     p.add_argument("--rates", default="0,0.05,0.1,0.2,0.3,0.5", help="packet loss rates")
@@ -147,7 +148,7 @@ def evaluate_clip(args, model, codec, temporal, ckpt, classifier, seq, rates, ba
                                           classifier=classifier, strip_rate=args.strip_rate, fps=args.fps)
     result["rd"] = rd.rd_points(model, ckpt, seq.frames, args.rd_bits, baselines)
     result["rd_under_loss"] = rd.rd_under_loss(
-        model, ckpt, temporal, seq.frames, mode=args.loss, losses=result["losses"], budgets=budgets,
+        model, ckpt, temporal, seq.frames, losses=result["losses"], budgets=budgets,
         baselines=baselines, rate_spec=args.rd_bits, seed=args.seed, our_packets=result["our_packets"],
         fps=args.fps) if budgets else []
     return result
@@ -198,8 +199,9 @@ def run(args):
         "temporal": args.temporal, "temporal_fill": temporal is not None, "classifier": args.classifier,
         "classifier_overlap_videos": overlap, "data": args.data, "split": seqs[0].split, "videos": videos,
         "per_clip": args.per_clip, "frames": sum(len(seq.frames) for seq in seqs), "size": args.size,
-        "max_frames": args.max_frames, "loss": args.loss,
-        "burst_len": args.burst_len if args.loss in ("burst", "ge") else None, "rates": rates, "baselines": baselines,
+        "max_frames": args.max_frames, "loss": " ".join(args.loss),
+        "burst_len": args.burst_len if {"burst", "ge"} & set(args.loss) else None, "rates": rates,
+        "baselines": baselines,
         "methods": list(dict.fromkeys(r["method"] for r in rows)), "bits": codec.bits,
         "quant_mode": "calibrated" if codec.mode == 0 else "per-frame", "rd_bits": args.rd_bits, "seed": args.seed,
         "packet_payload": MTU, "draw_slots": evaluation.DRAW_SLOTS,

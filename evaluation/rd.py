@@ -78,12 +78,12 @@ def parse_bitrates(text: str, fps: float = DEFAULT_FPS) -> list[float]:
     return sorted(set(out))
 
 
-def rd_under_loss(model, ckpt: dict | None, temporal, frames: torch.Tensor, *, mode: str,
-                  losses: list[tuple[float, LossModel]], budgets: list[float], baselines: list[str], rate_spec,
+def rd_under_loss(model, ckpt: dict | None, temporal, frames: torch.Tensor, *,
+                  losses: list[tuple[str, float, LossModel]], budgets: list[float], baselines: list[str], rate_spec,
                   seed: int, our_packets: int, fps: float = DEFAULT_FPS, progress: bool = True) -> list[dict]:
-    """Every method at every rate point under every loss condition of ``losses`` ((rate, loss model) pairs
-    of evaluate's ``--loss`` ``mode``, :func:`evaluation.runner.loss_points`): rows as :func:`score`'s plus
-    ``budget`` (the baselines' target bytes per frame; None for ours).
+    """Every method at every rate point under every loss condition of ``losses`` ((label, rate, loss model),
+    :func:`evaluation.runner.loss_points`): rows as :func:`score`'s plus ``budget`` (the baselines' target
+    bytes per frame; None for ours).
 
     Ours runs at each point of its registry ``rate_points`` hook (``rate_spec``: today quantiser bits), with
     each fill; each baseline is matched to each of ``budgets``. Per condition ONE draw (:func:`make_draws`,
@@ -96,9 +96,9 @@ def rd_under_loss(model, ckpt: dict | None, temporal, frames: torch.Tensor, *, m
     jobs += [(b, None, make_baseline(m, reference, target_bytes=b)) for b in budgets for m in tqdm(
         baselines, desc=f"encode baselines at {b:.0f} B/frame", disable=not progress, leave=False)]
     rows = []
-    for rate, loss_model in tqdm(losses, desc="RD under loss", disable=not progress):
+    for label, rate, loss_model in tqdm(losses, desc="RD under loss", disable=not progress):
         draws = make_draws(loss_model, len(reference), seed, our_packets)
-        loss = loss_fields(mode, rate, loss_model)
+        loss = loss_fields(label, rate, loss_model)
         for budget, fill, job in jobs:
             shown = job.run(draws, fill) if fill else from_baseline(job(draws))
             rows.append({**score(shown, reference, loss, fps=fps), "budget": budget})

@@ -182,17 +182,22 @@ def make_draws(loss: LossModel, n_frames: int, seed: int, our_packets: int) -> t
     return draws(loss, n_frames, DRAW_SLOTS, seed)
 
 
-def loss_points(spec: str, rates: list[float], our_packets: int,
-                burst_len: float = DEFAULT_BURST_LEN) -> list[tuple[float, LossModel]]:
-    """evaluate.py's --loss as [(rate, model)]: a bare family (random, ge, burst, tail) at each of ``rates``
-    (``tail`` at rate r: the last round(r·K) of our K packets miss the deadline); any other spec is one
-    model at its own mean rate (``rates`` ignored)."""
-    if spec in LOSS_MODELS and spec != "none":
-        if spec == "tail":
-            return [(r, TailLoss(round(r * our_packets))) for r in rates]
-        return [(r, LOSS_MODELS[spec].at_rate(r, burst_len)) for r in rates]
-    loss = parse_loss(spec)
-    return [(loss.lost / max(our_packets, 1) if isinstance(loss, TailLoss) else loss.rate, loss)]
+def loss_points(specs: str | list[str], rates: list[float], our_packets: int,
+                burst_len: float = DEFAULT_BURST_LEN) -> list[tuple[str, float, LossModel]]:
+    """evaluate.py's --loss (one spec or several) as [(label, rate, model)]: a bare family (random, ge, burst,
+    tail) at each of ``rates`` (``tail`` at rate r: the last round(r·K) of our K packets miss the deadline);
+    any other spec is one model at its own mean rate. ``label`` (the rows' ``loss_model``) is the spec."""
+    points = []
+    for spec in [specs] if isinstance(specs, str) else specs:
+        if spec in LOSS_MODELS and spec != "none":
+            if spec == "tail":
+                points += [(spec, r, TailLoss(round(r * our_packets))) for r in rates]
+            else:
+                points += [(spec, r, LOSS_MODELS[spec].at_rate(r, burst_len)) for r in rates]
+            continue
+        loss = parse_loss(spec)
+        points.append((spec, loss.lost / max(our_packets, 1) if isinstance(loss, TailLoss) else loss.rate, loss))
+    return points
 
 
 @dataclass
@@ -344,15 +349,17 @@ def our_fills(temporal) -> list[str]:
     return [m.fill for m in methods.of_kind("ours") if parse_policy(m.fill)[0] != "convlstm" or temporal is not None]
 
 
-def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates: list[float], baselines: list[str],
+def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str | list[str], rates: list[float],
+                      baselines: list[str],
                       seed: int, burst_len: float = DEFAULT_BURST_LEN, classifier=None, strip_rate: float = 0.3,
                       fps: float = DEFAULT_FPS, progress: bool = True) -> dict:
     """Every method at every loss rate on one sequence.
     Returns {"rows", "strip", "target_bytes", "our_packets", "losses", "rates"}.
 
-    ``mode`` is evaluate.py's --loss: a family swept over ``rates`` (random, ge, burst, tail) or one full
-    spec (random:0.3, wifi, trace:FILE, ...; its rate is the model's, ``rates`` ignored); the result's
-    "losses" are the (rate, loss model) pairs evaluated (:func:`loss_points`), "rates" their rates. Ours
+    ``mode`` is evaluate.py's --loss, one spec or several: a family swept over ``rates`` (random, ge, burst,
+    tail) or a full spec (random:0.3, wifi, trace:FILE, ...; its rate is the model's); the result's
+    "losses" are the (label, rate, loss model) conditions evaluated (:func:`loss_points`), "rates" their
+    rates. Ours
     runs with each concealment policy of the registry's entries (:func:`our_fills`). Per rate ONE draw
     (:func:`make_draws`) is made and handed to every method. The baselines' byte budget is our mean
     payload bytes per frame (their matched-bytes searches run in make_baseline).
@@ -373,14 +380,14 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str, rates
     targets = classifier_targets(seq, classifier) if classifier is not None else None
     head_targets = classifier_targets(seq, model) if has_head(model) and seq.labelled else None
     losses = loss_points(mode, rates, our_packets, burst_len)
-    rates = [r for r, _ in losses]
+    rates = [r for _, r, _ in losses]
     strip_at = min(rates, key=lambda r: abs(r - strip_rate))
     fills = our_fills(temporal)
     rows, strip = [], {}
-    bar = tqdm(total=len(rates) * (len(fills) + len(runners)), desc=f"{mode} loss", disable=not progress)
-    for rate, loss_model in losses:
+    bar = tqdm(total=len(rates) * (len(fills) + len(runners)), desc="loss conditions", disable=not progress)
+    for label, rate, loss_model in losses:
         draws = make_draws(loss_model, len(reference), seed, our_packets)
-        loss = loss_fields(mode, rate, loss_model)
+        loss = loss_fields(label, rate, loss_model)
         if classifier is not None:
             rows.append(original_row(seq, loss, classifier, targets))
         for job in [*fills, *runners.values()]:  # every method gets this very draw

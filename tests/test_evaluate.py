@@ -140,11 +140,11 @@ def test_every_method_sees_the_same_draw(ckpts, monkeypatch):
 
 
 def test_tail_is_a_deadline_in_packet_slots():
-    (rate, loss), = evaluation.loss_points("tail", [0.25], 16)
+    (_, rate, loss), = evaluation.loss_points("tail", [0.25], 16)
     d = evaluation.make_draws(loss, 3, 0, 16)
     assert d.shape == (3, evaluation.DRAW_SLOTS) and rate == 0.25
     assert torch.equal(d[:, :12], torch.ones(3, 12)) and not d[:, 12:].any()
-    assert evaluation.make_draws(evaluation.loss_points("tail", [0.0], 16)[0][1], 3, 0, 16).all()
+    assert evaluation.make_draws(evaluation.loss_points("tail", [0.0], 16)[0][2], 3, 0, 16).all()
 
 
 @pytest.mark.parametrize("loss", ["tail", "burst"])

@@ -75,7 +75,7 @@ def test_ours_rate_points_come_from_the_registry_hook(ckpt, monkeypatch):
         return [({"bits": 4}, codec)]
 
     monkeypatch.setattr(methods, "OURS", replace(methods.OURS, rate_points=points))
-    rows = rd.rd_under_loss(model, None, None, seq.frames, mode="random",
+    rows = rd.rd_under_loss(model, None, None, seq.frames,
                             losses=evaluation.loss_points("random", [0.2], 16), budgets=[900.0],
                             baselines=["webp"], rate_spec=[7, 8], seed=1, our_packets=16, progress=False)
     assert calls == [[7, 8]]
