@@ -37,6 +37,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+import shutil
 import signal
 import sys
 import threading
@@ -51,11 +53,18 @@ from codec.wire import PacketError, fingerprint, parse, read_key
 from data import read_frames
 from models import has_head, load_codec_model
 from network.reassembly import Reassembler
+from network.replay import ReplayCache
 from network.transport import TRANSPORTS, open_receiver
-from playback.output import DropLog, FrameWriter, ReferenceFrames, side_by_side, summarize, to_hwc
+from playback.output import DropLog, FrameWriter, RecordLog, ReferenceFrames, side_by_side, summarize, to_hwc
+from utils.argtypes import int_in, non_negative, positive
 from utils.checkpoint import CheckpointError
 
 log = logging.getLogger("receiver")
+DEFAULT_OUT = "receiver_output"
+REPLAY_CACHE = "replay_cache.json"
+RUN_DIR = re.compile(r"run-\d{3,}")
+STREAM_DIR = re.compile(r"stream_\d+")
+OUTPUT_FILE = re.compile(r"frame_\d+\.png|metrics\.jsonl|summary\.json|decoded\.mp4|side_by_side\.mp4")
 MAX_BURST = 256  # packets read back to back before deadlines are checked again
 PANELS = ("original", "zero-fill", "ConvLSTM fill")  # side_by_side.mp4, left to right
 
@@ -66,16 +75,27 @@ def parse_args(argv):
     p.add_argument("--model-path", "--model_path", required=True,
                    help="checkpoint of the frame model (or of conv_lstm_ae)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free port)")
+    p.add_argument("--port", type=int_in(0, 65535), default=8080, help="port to listen on (0: any free port)")
     p.add_argument("--transport", choices=TRANSPORTS, default="tcp", help="tcp (length-prefixed) or udp")
-    p.add_argument("--deadline-ms", "--deadline_ms", type=float, default=30.0,
+    p.add_argument("--deadline-ms", "--deadline_ms", type=positive(), default=30.0,
                    help="a frame closes this long after its capture time; what is missing then is lost")
-    p.add_argument("--reorder-window", type=int, default=8, help="frames kept open at most")
-    p.add_argument("--idle-timeout", type=float, default=5.0,
-                   help="a silent UDP stream ends, and a TCP connection without valid packets is closed, "
-                        "after this many seconds")
-    p.add_argument("--max-size", type=int, default=512, help="largest frame side accepted (bounds memory)")
-    p.add_argument("--max-lag-ms", type=float, default=0.0,
+    p.add_argument("--reorder-window", type=int_in(1, 1024), default=8, help="frames kept open at most")
+    p.add_argument("--max-gap", type=int_in(0, 3000), default=30,
+                   help="longest run of frames of which nothing arrived that is concealed frame by frame; "
+                        "longer gaps are skipped and counted (frames_skipped)")
+    p.add_argument("--idle-timeout", type=positive(), default=5.0,
+                   help="a stream that sends nothing for this many seconds ends (TCP: its connection is "
+                        "closed), as does a TCP connection without valid packets")
+    p.add_argument("--packet-timeout", type=positive(), default=2.0,
+                   help="TCP: a packet must arrive whole within this many seconds of its first byte")
+    p.add_argument("--max-waiting", type=int_in(0, 64), default=4,
+                   help="TCP: senders that may wait for their turn (told so); more are refused")
+    p.add_argument("--max-age", type=positive(), default=2.0,
+                   help="with --key-file: packets captured longer ago than this (beyond the measured "
+                        "clock skew) are refused as stale")
+    p.add_argument("--max-size", type=int_in(8, 8192), default=512,
+                   help="largest frame side accepted (bounds memory)")
+    p.add_argument("--max-lag-ms", type=non_negative(), default=0.0,
                    help="catch up when decoding is too slow: a frame already this old is not decoded but "
                         "concealed by the last one (concealment 'skipped_late'); 0 = decode every frame")
     p.add_argument("--temporal", default=None, help="conv_lstm_ae checkpoint that fills lost channels")
@@ -83,15 +103,52 @@ def parse_args(argv):
                    help="with a temporal model: also decode every frame with zero fill and score both "
                         "(and write side_by_side.mp4 with --reference)")
     p.add_argument("--classifier", default=None, help="classifier checkpoint (forward(x) -> logits)")
-    p.add_argument("--out-dir", "--out_dir", default="receiver_output", help="where frames and metrics go")
+    p.add_argument("--out-dir", "--out_dir", default=None,
+                   help=f"where frames and metrics go; must not hold an earlier run unless --overwrite "
+                        f"(default: {DEFAULT_OUT}/, or {DEFAULT_OUT}/run-NNN/ if that holds one)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the receiver's files of an earlier run in --out-dir")
     p.add_argument("--png", action=argparse.BooleanOptionalAction, default=True, help="write PNG frames")
     p.add_argument("--mp4", action=argparse.BooleanOptionalAction, default=False, help="write decoded.mp4")
-    p.add_argument("--mp4-fps", type=float, default=30.0, help="frame rate of the mp4")
+    p.add_argument("--mp4-fps", type=positive(), default=30.0, help="frame rate of the mp4")
     p.add_argument("--reference", default=None, help="original frames (video, folder, 'sample') for PSNR/SSIM")
     p.add_argument("--once", action="store_true", help="exit after one stream")
     p.add_argument("--key-file", default=None, help="shared HMAC-SHA256 key; unauthenticated packets are dropped")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=int_in(1, 256), default=1, help="torch CPU threads")
     return p.parse_args(argv)
+
+
+def run_files(out: Path) -> list[Path]:
+    """The files and folders an earlier receiver run left in ``out`` (the replay cache is not one)."""
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if p.name != REPLAY_CACHE and not RUN_DIR.fullmatch(p.name))
+
+
+def choose_out_dir(out_dir: str | None, overwrite: bool) -> tuple[Path, Path]:
+    """(folder this run writes to, replay cache file). An earlier run is never destroyed silently: an
+    explicit --out-dir holding one is refused unless --overwrite (which removes only what a receiver
+    writes); the default folder moves on to the next free receiver_output/run-NNN/ instead."""
+    if out_dir is None:
+        root = Path(DEFAULT_OUT)
+        if not run_files(root):
+            return root, root / REPLAY_CACHE
+        n = 2 + sum(1 for p in root.iterdir() if RUN_DIR.fullmatch(p.name))
+        while (root / f"run-{n:03d}").exists():
+            n += 1
+        log.info("%s/ holds an earlier run: this one writes to %s/run-%03d/", root, root, n)
+        return root / f"run-{n:03d}", root / REPLAY_CACHE
+    out = Path(out_dir)
+    earlier = run_files(out)
+    if earlier and not overwrite:
+        raise ValueError(f"--out-dir {out} is not empty ({earlier[0].name}, ...); pass --overwrite to replace "
+                         "a receiver run there, or choose another --out-dir")
+    for path in earlier:
+        if path.is_dir() and STREAM_DIR.fullmatch(path.name):
+            shutil.rmtree(path)
+        elif path.is_file() and OUTPUT_FILE.fullmatch(path.name):
+            path.unlink()
+    return out, out / REPLAY_CACHE
 
 
 def load_models(args):
@@ -121,9 +178,9 @@ class FrameSink:
         self.compare = args.compare_zero_fill and temporal is not None
         self.out = Path(args.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.metrics = open(self.out / "metrics.jsonl", "w", buffering=1)
+        self.metrics = open(self.out / "metrics.jsonl", "x", buffering=1)  # choose_out_dir cleared the way
         self.writer = FrameWriter(args.mp4_fps)
-        self.records: list[dict] = []
+        self.records = RecordLog()
         self.streams = self.stream_frames = 0
         self.stream_id = None
         self.zero = (None, None)  # writer thread only: (stream, last zero-fill frame) of --compare-zero-fill
@@ -236,11 +293,13 @@ class FrameSink:
         self.metrics.write(json.dumps(rec) + "\n")
         self.records.append(rec)
 
-    def close(self, drops: Counter) -> dict:
+    def close(self, drops: Counter, **extra) -> dict:
         self.writer.close()
         self.metrics.close()
         summary = summarize(self.records)
-        summary.update(streams=self.streams, dropped_packets=dict(drops),
+        if self.records.total > len(self.records):
+            summary.update(frames=self.records.total, summary_over_last_frames=len(self.records))
+        summary.update(streams=self.streams, dropped_packets=dict(drops), **extra,
                        concealment_of_lost_frames="temporal" if self.temporal is not None else "repeat_last")
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
@@ -267,10 +326,14 @@ def warm_up(model, size: int = 224) -> None:
 
 def serve(args, model, codec, temporal, classifier) -> dict:
     key = read_key(args.key_file)
+    out, replay_path = choose_out_dir(args.out_dir, args.overwrite)
+    args.out_dir = str(out)
     warm_up(model)
     reasm = Reassembler(codec, args.deadline_ms, args.reorder_window, max_side=args.max_size,
-                        idle_timeout=args.idle_timeout if args.transport == "udp" else None)
-    rx = open_receiver(args.transport, args.host, args.port)
+                        max_gap=args.max_gap, idle_timeout=args.idle_timeout, max_age=args.max_age if key else None,
+                        replay=ReplayCache(replay_path))
+    tcp = {"packet_timeout": args.packet_timeout, "max_waiting": args.max_waiting} if args.transport == "tcp" else {}
+    rx = open_receiver(args.transport, args.host, args.port, **tcp)
     sink = FrameSink(args, model, codec, temporal, classifier)
     drops = DropLog(log)
     host, port = rx.address[:2]
@@ -281,36 +344,38 @@ def serve(args, model, codec, temporal, classifier) -> dict:
         while True:
             wait = reasm.next_timeout()
             ev = rx.poll(0.5 if wait is None else min(wait, 0.5))
-            active = reasm.stream is not None
+            active, started = reasm.stream is not None, reasm.started
             frames, burst = [], 0
             while ev.kind == "packet":  # take everything already queued before checking deadlines
                 now = last_datagram = time.time()
-                try:
-                    frames += reasm.push(parse(ev.data, key), now)
+                frames += handle_packet(ev.data, key, reasm, rx, drops, now)
+                if reasm.stream is not None:
                     last_valid = now
-                except PacketError as e:
-                    drops.note(e)
                 burst += 1
-                if burst >= MAX_BURST or (active and reasm.stream is None):
+                if burst >= MAX_BURST or ((active or reasm.started > started) and reasm.stream is None):
                     break
                 ev = rx.poll(0)
             now = time.time()
             if ev.kind == "opened":
                 log.info("sender connected from %s", ev.info)
+                drops.reset()
                 last_valid = now
             if (args.transport == "tcp" and reasm.stream is None and not active
                     and now - last_valid > args.idle_timeout):
-                ev = rx.disconnect(f"no valid packets for {args.idle_timeout:.0f} s") or ev
+                ev = rx.disconnect(f"no valid packets for {args.idle_timeout:g} s") or ev
                 last_valid = now
             if ev.kind == "closed":
                 log.info("connection ended: %s", ev.info)
                 frames += reasm.end_stream(now)
             frames += reasm.tick(time.time())
             for frame in frames:
-                sink.handle(frame)
-            if active and reasm.stream is None:
+                hand_out(sink, frame, drops)
+            if (active or reasm.started > started) and reasm.stream is None:
+                if ev.kind != "closed" and rx.disconnect("its stream ended"):
+                    log.info("connection ended: its stream ended")
+                drops.reset()
                 sink.writer.flush()
-                this_stream = sink.records[len(sink.records) - sink.stream_frames:]
+                this_stream = sink.records.tail(sink.stream_frames)
                 log.info("stream ended after %d frames: %s%s", sink.stream_frames, one_line(summarize(this_stream)),
                          "" if args.once else "; waiting for the next stream (Ctrl+C: summary of all, exit)")
                 if args.once:
@@ -324,10 +389,40 @@ def serve(args, model, codec, temporal, classifier) -> dict:
         log.info("interrupted: closing")
     finally:
         for frame in reasm.end_stream():
-            sink.handle(frame)
+            hand_out(sink, frame, drops)
+        reasm.replay.save()
         rx.close()
-        summary = sink.close(drops.counts)
+        summary = sink.close(drops.counts, frames_skipped=reasm.skipped)
     return summary
+
+
+def handle_packet(data: bytes, key: bytes | None, reasm: Reassembler, rx, drops: DropLog, now: float) -> list:
+    """One received packet -> the frames it hands out. Never raises: a bad packet is dropped and counted,
+    and so is one that trips an unexpected error (logged with its traceback once)."""
+    try:
+        packet = parse(data, key)
+        frames = reasm.push(packet, now)
+        if packet.header.end:
+            rx.acknowledge_end()
+        return frames
+    except PacketError as e:
+        drops.note(e)
+    except Exception as e:  # noqa: BLE001 - the receiver outlives any one packet
+        if "internal" not in drops.counts:
+            log.exception("packet handling failed")
+        drops.note(PacketError("internal", f"{type(e).__name__}: {e}"))
+    return []
+
+
+def hand_out(sink: FrameSink, frame, drops: DropLog) -> None:
+    """Decode and record one closed frame; an unexpected error costs that frame, not the receiver."""
+    try:
+        sink.handle(frame)
+    except Exception as e:  # noqa: BLE001
+        if "frame_error" not in drops.counts:
+            log.exception("frame %d could not be handled", frame.index)
+        drops.counts["frame_error"] += 1
+        log.debug("frame %d: %s", frame.index, e)
 
 
 def stop_on_signals() -> None:

@@ -99,6 +99,7 @@ class Reassembler:
         self.replay = replay if replay is not None else ReplayCache()
         self.stream: Stream | None = None
         self.started = 0  # streams started so far
+        self.skipped = 0  # frames of over-long gaps skipped, over all ended streams
         self.foreign: Counter = Counter()  # valid packets per other stream id in this takeover period
         self.period = None
 
@@ -200,6 +201,7 @@ class Reassembler:
         out = self._emit(until=max(total, s.newest + 1))
         self.replay.update(s.stream_id, s.newest, ended=True)
         self.replay.save()
+        self.skipped += s.skipped
         if s.skipped:
             log.warning("stream %08x: %d frames of over-long gaps were skipped, not concealed",
                         s.stream_id, s.skipped)

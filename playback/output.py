@@ -3,11 +3,12 @@ panels, dropped-packet counts and the run summary."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import queue
 import threading
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import av
@@ -128,17 +129,43 @@ def side_by_side(panels: list[np.ndarray | None], labels: list[str]) -> np.ndarr
 
 
 class DropLog:
-    """Counts dropped packets by reason; logs the first of each kind (one clear line)."""
+    """Counts dropped packets by reason; logs the first of each kind (one clear line) - again after
+    ``reset()`` (the receiver calls it per connection and per stream), so a later sender's problem,
+    e.g. a wrong key, is not dropped silently."""
 
     def __init__(self, logger: logging.Logger = log):
         self.counts: Counter = Counter()
+        self.logged: set[str] = set()
         self.log = logger
 
     def note(self, err) -> None:
         """``err``: a wire.PacketError (has ``reason``)."""
-        if not self.counts[err.reason]:
+        if err.reason not in self.logged:
             self.log.warning("dropped packet (%s): %s [further drops of this kind are counted]", err.reason, err)
+            self.logged.add(err.reason)
         self.counts[err.reason] += 1
+
+    def reset(self) -> None:
+        self.logged.clear()
+
+
+class RecordLog(deque):
+    """The per-frame records a summary is computed from, bounded: the newest ``maxlen`` frames, each
+    without its per-packet list (metrics.jsonl keeps everything); ``total`` counts every frame."""
+
+    SLIM_OUT = ("received_packets",)
+
+    def __init__(self, maxlen: int = 100_000):
+        super().__init__(maxlen=maxlen)
+        self.total = 0
+
+    def append(self, rec: dict) -> None:
+        super().append({k: v for k, v in rec.items() if k not in self.SLIM_OUT})
+        self.total += 1
+
+    def tail(self, n: int) -> list[dict]:
+        """The last ``n`` records (as many as are kept)."""
+        return list(itertools.islice(self, max(0, len(self) - n), None))
 
 
 class ReferenceFrames:
