@@ -85,9 +85,10 @@ def parse_args(argv):
                         "longer gaps are skipped and counted (frames_skipped)")
     p.add_argument("--idle-timeout", type=positive(), default=5.0,
                    help="a stream that sends nothing for this many seconds ends (TCP: its connection is "
-                        "closed), as does a TCP connection without valid packets")
+                        "closed)")
     p.add_argument("--packet-timeout", type=positive(), default=2.0,
-                   help="TCP: a packet must arrive whole within this many seconds of its first byte")
+                   help="TCP: a packet must arrive whole within this many seconds of its first byte, and a "
+                        "served connection must send a valid packet within this many seconds")
     p.add_argument("--max-waiting", type=int_in(0, 64), default=4,
                    help="TCP: senders that may wait for their turn (told so); more are refused")
     p.add_argument("--max-age", type=positive(), default=2.0,
@@ -360,9 +361,10 @@ def serve(args, model, codec, temporal, classifier) -> dict:
                 log.info("sender connected from %s", ev.info)
                 drops.reset()
                 last_valid = now
+            first_packet_s = min(args.idle_timeout, args.packet_timeout)  # senders start right after "S"
             if (args.transport == "tcp" and reasm.stream is None and not active
-                    and now - last_valid > args.idle_timeout):
-                ev = rx.disconnect(f"no valid packets for {args.idle_timeout:g} s") or ev
+                    and now - last_valid > first_packet_s):
+                ev = rx.disconnect(f"no valid packets for {first_packet_s:g} s") or ev
                 last_valid = now
             if ev.kind == "closed":
                 log.info("connection ended: %s", ev.info)
