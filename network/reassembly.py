@@ -2,9 +2,10 @@
 
 Rules (all bounded; nothing here blocks or sleeps):
 - One stream at a time. The first packet of a new stream id starts a stream; packets of another
-  stream while it is active are "foreign" - unless, over a ``TAKEOVER_S`` period, one foreign stream
-  sent more valid packets than the active one (and at least ``MIN_TAKEOVER``): then the active stream
-  ends and the busier one may start (a few forged packets cannot lock a real UDP stream out). A
+  stream while it is active are "foreign" - unless, in two ``TAKEOVER_S`` periods in a row, one
+  foreign stream sent more than twice the active one's valid packets (and at least ``MIN_TAKEOVER``):
+  then the active stream ends (its later frames may come back the same way) and the busier one may
+  start, so a few forged packets cannot lock a real UDP stream out. A
   stream the replay cache (network/replay.py) remembers as ended, or a frame not newer than the
   highest it accepted of that stream, is refused ("replay").
 - Freshness (``max_age``, set when packets are authenticated): a stream's first packet must be at
@@ -101,7 +102,7 @@ class Reassembler:
         self.started = 0  # streams started so far
         self.skipped = 0  # frames of over-long gaps skipped, over all ended streams
         self.foreign: Counter = Counter()  # valid packets per other stream id in this takeover period
-        self.period = None
+        self.period, self.rival = None, None
 
     # ------------------------------------------------------------ input
     def push(self, packet: Packet, now: float | None = None) -> list[Frame]:
@@ -176,19 +177,22 @@ class Reassembler:
             rival, count = self.foreign.most_common(1)[0] if self.foreign else (None, 0)
             active, self.period, s.recent = s.recent, now, 0
             self.foreign.clear()
-            if count > max(active, MIN_TAKEOVER - 1):
+            busier = count >= max(2 * active + 1, MIN_TAKEOVER)
+            if busier and rival == self.rival:  # two periods in a row: not a burst or a stall
                 log.warning("stream %08x sent %d packets in %.0f s, the active %08x %d: ending %08x",
                             rival, count, TAKEOVER_S, s.stream_id, active, s.stream_id)
-                return self.end_stream(now)
+                return self.end_stream(now, ended=False)
+            self.rival = rival if busier else None
         for frame in s.open.values():
             if frame.closed_at is None and now >= frame.deadline:
                 self._close(frame, now, "deadline")
         return self._emit()
 
-    def end_stream(self, now: float | None = None, frames: int | None = None) -> list[Frame]:
+    def end_stream(self, now: float | None = None, frames: int | None = None, ended: bool = True) -> list[Frame]:
         """The stream ended (end packet, connection closed, idle): hand out everything up to its end.
 
-        ``frames``: the frame count the sender announced; else the newest index seen + 1.
+        ``frames``: the frame count the sender announced; else the newest index seen + 1. ``ended=False``
+        (taken over by a busier stream): its later frames may still come back.
         """
         now = self.clock() if now is None else now
         s = self.stream
@@ -199,7 +203,7 @@ class Reassembler:
             if frame.closed_at is None:
                 self._close(frame, now, "end")
         out = self._emit(until=max(total, s.newest + 1))
-        self.replay.update(s.stream_id, s.newest, ended=True)
+        self.replay.update(s.stream_id, s.newest, ended=ended)
         self.replay.save()
         self.skipped += s.skipped
         if s.skipped:
