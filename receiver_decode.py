@@ -382,7 +382,7 @@ def serve(args, model, codec, temporal, classifier) -> dict:
                          "" if args.once else "; waiting for the next stream (Ctrl+C: summary of all, exit)")
                 if args.once:
                     break
-            elif args.once and reasm.stream is None and (
+            elif args.once and reasm.stream is None and not rx.waiting and (
                     ev.kind == "closed" or (last_datagram and now - last_datagram > args.idle_timeout)):
                 log.warning("the sender went away without a valid stream (%s)",
                             ", ".join(f"{k}: {v}" for k, v in drops.counts.items()) or "no packets")

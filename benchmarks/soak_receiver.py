@@ -210,20 +210,22 @@ def udp_phase(args, out: Path) -> dict:
     return report
 
 
+def slow_drip(port: int, stop: threading.Event, interval: float = 1.5, size: int = 900) -> None:
+    """A TCP client that announces a ``size``-byte packet and sends it one byte per ``interval`` s."""
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        for b in LENGTH.pack(size) + bytes(size):
+            if stop.wait(interval):
+                return
+            try:
+                c.sendall(bytes([b]))
+            except OSError:
+                return
+
+
 def tcp_phase(args, out: Path) -> dict:
     rx = Receiver(out, "tcp", random.SystemRandom().getrandbits(32))
     model, codec, _, _ = attack_pool(args.seed)
     hold, conns = threading.Event(), []
-
-    def drip():
-        with socket.create_connection(("127.0.0.1", rx.port)) as c:
-            for b in LENGTH.pack(900) + bytes(900):
-                if hold.wait(1.5):
-                    return
-                try:
-                    c.sendall(bytes([b]))
-                except OSError:
-                    return
 
     def stopped():
         with socket.create_connection(("127.0.0.1", rx.port)) as c:
@@ -235,7 +237,7 @@ def tcp_phase(args, out: Path) -> dict:
     def idle():
         conns.append(socket.create_connection(("127.0.0.1", rx.port)))
 
-    for fn in (drip, stopped, idle, idle):
+    for fn in (lambda: slow_drip(rx.port, hold), stopped, idle, idle):
         threading.Thread(target=fn, daemon=True).start()
         time.sleep(0.2)
     t0 = time.monotonic()

@@ -299,6 +299,8 @@ def _status(conn: socket.socket, status: bytes) -> bool:
 
 
 class UdpReceiver:
+    waiting = ()  # no connections, so nobody waits (TcpReceiver.waiting)
+
     def __init__(self, host: str, port: int):
         self.sock = _bind(socket.SOCK_DGRAM, host, port)
         self.address = self.sock.getsockname()

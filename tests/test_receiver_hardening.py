@@ -19,6 +19,7 @@ import torch
 
 import receiver_decode
 import sender_encode
+from benchmarks.soak_receiver import slow_drip
 from codec import wire
 from codec.packetize import encode_frame
 from models import build_model, load_codec_model
@@ -196,22 +197,13 @@ def test_slow_drip_and_stopped_senders_are_timed_out_and_a_queued_sender_is_serv
     try:
         port = int(wait_listening(rx).rsplit(":", 1)[1])
 
-        def drip():  # one byte every 1.5 s inside a packet
-            with socket.create_connection(("127.0.0.1", port)) as c:
-                for b in LENGTH.pack(600) + b"x" * 600:
-                    if stop.wait(1.5):
-                        return
-                    try:
-                        c.sendall(bytes([b]))
-                    except OSError:
-                        return
-
         def stopped():  # two frames, then silence without closing (a SIGSTOPped sender)
             with socket.create_connection(("127.0.0.1", port)) as c:
                 for p in packets(shipped, 0, 0x5709) + packets(shipped, 1, 0x5709):
                     c.sendall(LENGTH.pack(len(p)) + p)
                 stop.wait(120)
 
+        drip = lambda: slow_drip(port, stop)  # noqa: E731 - one byte every 1.5 s inside a packet
         clients = [threading.Thread(target=f, daemon=True) for f in (drip, stopped)]
         for t in clients:
             t.start()
