@@ -15,7 +15,8 @@ Phase 2 (TCP): a slow-drip connection, a stopped sender (one frame, then silence
 connections reach the receiver first; the real sender queues behind them and must still be served.
 
 Reports per phase: frames of the real stream decoded (of those sent), p95 latency, receiver RSS at
-"Listening", after the first 100 frames and at the end, files written, drops by reason, exit status.
+"Listening", after the first 100 frames, at the end and its maximum (sampled), files written, drops by
+reason, exit status.
 Exits 1 if the receiver crashed, a real frame was not decoded, RSS grew by 20 MB or more after the
 first 100 frames, or more frames were written than the real streams sent.
 """
@@ -97,8 +98,28 @@ class Receiver:
             if "stream ended" in line and any(f"{self.sid:08x} started" in x for x in self.log):
                 self.ended.set()
 
+    def written(self) -> int:
+        try:
+            with open(self.out / "metrics.jsonl") as f:
+                return sum(1 for _ in f)
+        except OSError:
+            return 0
+
+    def watch_rss(self, after: int) -> None:
+        """Record RSS once ``after`` frames were written (``after_N_frames``), then its maximum every 2 s."""
+        def run():
+            while self.written() < after and self.proc.poll() is None:
+                time.sleep(0.2)
+            self.rss[f"after_{after}_frames"] = self.rss["max"] = rss_mb(self.proc.pid)
+            while self.proc.poll() is None:
+                self.rss["max"] = max(self.rss["max"], rss_mb(self.proc.pid))
+                time.sleep(2)
+
+        threading.Thread(target=run, daemon=True).start()
+
     def finish(self) -> dict:
         self.rss["end"] = rss_mb(self.proc.pid)
+        self.rss = dict(self.rss)  # the watcher stops with the process
         self.proc.send_signal(2)
         code = self.proc.wait(120)
         summary = json.loads((self.out / "summary.json").read_text()) if code == 0 else {}
@@ -199,8 +220,7 @@ def udp_phase(args, out: Path) -> dict:
     th = threading.Thread(target=lambda: result.update(sent=attacker(rx.port, args.attack_rate, stop, relay,
                                                                      args.seed)), daemon=True)
     th.start()
-    time.sleep(100 / 30 + 1)
-    rx.rss["after_100_frames"] = rss_mb(rx.proc.pid)
+    rx.watch_rss(after=100)
     tx_out = tx.communicate(timeout=args.frames / 10 + 300)[0]
     rx.ended.wait(60)
     stop.set()
@@ -241,6 +261,7 @@ def tcp_phase(args, out: Path) -> dict:
         threading.Thread(target=fn, daemon=True).start()
         time.sleep(0.2)
     t0 = time.monotonic()
+    rx.watch_rss(after=min(100, args.tcp_frames))
     tx = sender(rx.port, "tcp", args.tcp_frames, rx.sid)
     tx_out = tx.communicate(timeout=args.tcp_frames / 10 + 300)[0]
     took = time.monotonic() - t0
