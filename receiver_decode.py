@@ -29,7 +29,10 @@ Writes to ``--out-dir``: frame_NNNNN.png (and decoded.mp4 with ``--mp4``), metri
 per frame: frame, status, bytes, packets, channels_received, latency_ms, stage times, psnr/ssim with
 ``--reference``, pred with a classifier) and summary.json, also printed at exit. Later streams of
 the same run go to stream_NN/ subfolders. It serves stream after stream until Ctrl+C (``--once``:
-exit after one stream).
+exit after one stream). A run never destroys an earlier one: an ``--out-dir`` holding files is refused
+unless ``--overwrite``; without ``--out-dir`` a later run writes receiver_output/run-NNN/. Limits,
+timeouts, the replay cache (replay_cache.json) and the threat model: README, "Receiver limits and
+threat model".
 """
 
 from __future__ import annotations
