@@ -147,8 +147,8 @@ def stream(args) -> dict:
             sender.send(end)
         end_confirmed = sender.finish()
         if end_confirmed is False:
-            log.warning("the receiver did not confirm the end of the stream: it may have lost it "
-                        "(or dropped the connection); its results may be incomplete")
+            log.warning("the receiver did not confirm the end of the stream within 30 s: it lost it, dropped "
+                        "the connection or is far behind; its results may be incomplete")
     finally:
         sender.close()
         if stats_file:

@@ -3,8 +3,8 @@
     python -m benchmarks.soak_receiver --frames 3000              # ~2 min of stream at 30 fps, then a TCP phase
     python -m benchmarks.soak_receiver --frames 300 --tcp-frames 60 --out runs/soak-quick
 
-Phase 1 (UDP): receiver_decode.py (shipped LRAE_VC, PNGs on, ``--deadline-ms 100``) and sender_encode.py
-(the sample clip looped, ``--loss random:0.3 --deadline-ms 0``) as subprocesses; the sender talks to a
+Phase 1 (UDP): receiver_decode.py (shipped LRAE_VC, PNGs on, ``--deadline-ms`` 100) and sender_encode.py
+(the sample clip looped at ``--fps`` 30, ``--loss random:0.3 --deadline-ms 0``) as subprocesses; the sender talks to a
 relay in this process that forwards every datagram and, once the real stream runs, also sends:
 header-valid garbage (benchmarks/fuzz_packets.py mutations, resealed, under random stream ids),
 packets that fail inside the frame assembly (5 bits on the 4-bit calibration), the 3-datagram
@@ -41,11 +41,10 @@ from codec import wire
 from codec.packetize import encode_frame
 from models import load_codec_model
 from network.transport import LENGTH
-from utils.argtypes import int_in
+from utils.argtypes import int_in, positive
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = str(ROOT / "checkpoints" / "LRAE_VC.pth")
-DEADLINE_MS = 100  # receiver; the sender sends every packet: CPU stalls of a shared machine are not the test
 
 
 def parse_args(argv):
@@ -53,6 +52,10 @@ def parse_args(argv):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--frames", type=int_in(100), default=3000, help="frames of the real UDP stream")
     p.add_argument("--tcp-frames", type=int_in(0), default=300, help="frames of the real TCP stream (0: skip)")
+    p.add_argument("--fps", type=positive(), default=30.0, help="frame rate of the real streams")
+    p.add_argument("--deadline-ms", type=positive(), default=100.0,
+                   help="the receiver's frame deadline (the sender sends every packet, --deadline-ms 0); on a "
+                        "shared, loaded machine a longer one keeps CPU stalls from losing frames")
     p.add_argument("--attack-rate", type=int_in(1, 5000), default=300, help="attack datagrams per second")
     p.add_argument("--out", default="runs/soak",
                    help="folder for the receivers' output (an earlier soak's is replaced; the real streams get "
@@ -77,10 +80,10 @@ def start(script: str, *args: str) -> subprocess.Popen:
 class Receiver:
     """receiver_decode.py as a subprocess; its log is read in a thread (stream ends, RSS checkpoints)."""
 
-    def __init__(self, out: Path, transport: str, sid: int):
+    def __init__(self, out: Path, transport: str, sid: int, deadline_ms: float):
         self.sid = sid
         self.proc = start("receiver_decode.py", "--model-path", CKPT, "--port", "0", "--transport", transport,
-                          "--out-dir", str(out), "--overwrite", "--deadline-ms", str(DEADLINE_MS))
+                          "--out-dir", str(out), "--overwrite", "--deadline-ms", str(deadline_ms))
         self.out, self.log, self.ended = out, [], threading.Event()
         for line in self.proc.stdout:
             self.log.append(line)
@@ -199,10 +202,11 @@ class Relay:
         return [rng.choice(old)] if old else []
 
 
-def sender(port: int, transport: str, frames: int, sid: int) -> subprocess.Popen:
+def sender(port: int, transport: str, frames: int, sid: int, fps: float) -> subprocess.Popen:
     return start("sender_encode.py", "--model-path", CKPT, "--input", "sample", "--loop", "--port", str(port),
                  "--transport", transport, "--max-frames", str(frames), "--loss", "random:0.3", "--seed", "1",
-                 "--stream-id", str(sid), "--connect-timeout", "120", "--deadline-ms", "0")
+                 "--stream-id", str(sid), "--connect-timeout", "120", "--deadline-ms", "0",
+                 "--fps", str(fps))
 
 
 def wait_started(rx: Receiver, timeout: float = 60.0) -> None:
@@ -212,9 +216,9 @@ def wait_started(rx: Receiver, timeout: float = 60.0) -> None:
 
 
 def udp_phase(args, out: Path) -> dict:
-    rx = Receiver(out, "udp", random.SystemRandom().getrandbits(32))
+    rx = Receiver(out, "udp", random.SystemRandom().getrandbits(32), args.deadline_ms)
     relay = Relay(rx.port)
-    tx = sender(relay.port, "udp", args.frames, rx.sid)
+    tx = sender(relay.port, "udp", args.frames, rx.sid, args.fps)
     wait_started(rx)
     stop, result = threading.Event(), {}
     th = threading.Thread(target=lambda: result.update(sent=attacker(rx.port, args.attack_rate, stop, relay,
@@ -243,7 +247,7 @@ def slow_drip(port: int, stop: threading.Event, interval: float = 1.5, size: int
 
 
 def tcp_phase(args, out: Path) -> dict:
-    rx = Receiver(out, "tcp", random.SystemRandom().getrandbits(32))
+    rx = Receiver(out, "tcp", random.SystemRandom().getrandbits(32), args.deadline_ms)
     model, codec, _, _ = attack_pool(args.seed)
     hold, conns = threading.Event(), []
 
@@ -262,7 +266,7 @@ def tcp_phase(args, out: Path) -> dict:
         time.sleep(0.2)
     t0 = time.monotonic()
     rx.watch_rss(after=min(100, args.tcp_frames))
-    tx = sender(rx.port, "tcp", args.tcp_frames, rx.sid)
+    tx = sender(rx.port, "tcp", args.tcp_frames, rx.sid, args.fps)
     tx_out = tx.communicate(timeout=args.tcp_frames / 10 + 300)[0]
     took = time.monotonic() - t0
     rx.ended.wait(60)

@@ -123,8 +123,9 @@ class TcpSender:
         except OSError as e:
             raise ConnectionError(f"receiver went away: {e.strerror or e}") from None
 
-    def finish(self, timeout: float = 10.0) -> bool:
-        """After the end packet: close our side and wait for the receiver's ``E``; whether it came."""
+    def finish(self, timeout: float = 30.0) -> bool:
+        """After the end packet: close our side and wait for the receiver's ``E`` (it reads the end only
+        after everything before it, so a receiver behind its stream answers late); whether it came."""
         try:
             self.sock.shutdown(socket.SHUT_WR)
             self.sock.settimeout(timeout)
