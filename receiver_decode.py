@@ -40,8 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
-import shutil
 import signal
 import sys
 import threading
@@ -58,16 +56,21 @@ from models import has_head, load_codec_model
 from network.reassembly import Reassembler
 from network.replay import ReplayCache
 from network.transport import TRANSPORTS, open_receiver
-from playback.output import DropLog, FrameWriter, RecordLog, ReferenceFrames, side_by_side, summarize, to_hwc
+from playback.output import (
+    DropLog,
+    FrameWriter,
+    RecordLog,
+    ReferenceFrames,
+    choose_out_dir,
+    side_by_side,
+    summarize,
+    to_hwc,
+)
 from utils.argtypes import int_in, non_negative, positive
 from utils.checkpoint import CheckpointError
 
 log = logging.getLogger("receiver")
 DEFAULT_OUT = "receiver_output"
-REPLAY_CACHE = "replay_cache.json"
-RUN_DIR = re.compile(r"run-\d{3,}")
-STREAM_DIR = re.compile(r"stream_\d+")
-OUTPUT_FILE = re.compile(r"frame_\d+\.png|metrics\.jsonl|summary\.json|decoded\.mp4|side_by_side\.mp4")
 MAX_BURST = 256  # packets read back to back before deadlines are checked again
 PANELS = ("original", "zero-fill", "ConvLSTM fill")  # side_by_side.mp4, left to right
 
@@ -120,39 +123,6 @@ def parse_args(argv):
     p.add_argument("--key-file", default=None, help="shared HMAC-SHA256 key; unauthenticated packets are dropped")
     p.add_argument("--threads", type=int_in(1, 256), default=1, help="torch CPU threads")
     return p.parse_args(argv)
-
-
-def run_files(out: Path) -> list[Path]:
-    """The files and folders an earlier receiver run left in ``out`` (the replay cache is not one)."""
-    if not out.is_dir():
-        return []
-    return sorted(p for p in out.iterdir() if p.name != REPLAY_CACHE and not RUN_DIR.fullmatch(p.name))
-
-
-def choose_out_dir(out_dir: str | None, overwrite: bool) -> tuple[Path, Path]:
-    """(folder this run writes to, replay cache file). An earlier run is never destroyed silently: an
-    explicit --out-dir holding one is refused unless --overwrite (which removes only what a receiver
-    writes); the default folder moves on to the next free receiver_output/run-NNN/ instead."""
-    if out_dir is None:
-        root = Path(DEFAULT_OUT)
-        if not run_files(root):
-            return root, root / REPLAY_CACHE
-        n = 2 + sum(1 for p in root.iterdir() if RUN_DIR.fullmatch(p.name))
-        while (root / f"run-{n:03d}").exists():
-            n += 1
-        log.info("%s/ holds an earlier run: this one writes to %s/run-%03d/", root, root, n)
-        return root / f"run-{n:03d}", root / REPLAY_CACHE
-    out = Path(out_dir)
-    earlier = run_files(out)
-    if earlier and not overwrite:
-        raise ValueError(f"--out-dir {out} is not empty ({earlier[0].name}, ...); pass --overwrite to replace "
-                         "a receiver run there, or choose another --out-dir")
-    for path in earlier:
-        if path.is_dir() and STREAM_DIR.fullmatch(path.name):
-            shutil.rmtree(path)
-        elif path.is_file() and OUTPUT_FILE.fullmatch(path.name):
-            path.unlink()
-    return out, out / REPLAY_CACHE
 
 
 def load_models(args):
@@ -330,7 +300,7 @@ def warm_up(model, size: int = 224) -> None:
 
 def serve(args, model, codec, temporal, classifier) -> dict:
     key = read_key(args.key_file)
-    out, replay_path = choose_out_dir(args.out_dir, args.overwrite)
+    out, replay_path = choose_out_dir(args.out_dir, args.overwrite, DEFAULT_OUT)
     args.out_dir = str(out)
     warm_up(model)
     reasm = Reassembler(codec, args.deadline_ms, args.reorder_window, max_side=args.max_size,

@@ -1,5 +1,5 @@
 """Receiver-side outputs: PNG/mp4 writing off the decode path, reference scoring, side-by-side
-panels, dropped-packet counts and the run summary."""
+panels, dropped-packet counts, the run summary and the choice of the run's folder."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import itertools
 import logging
 import math
 import queue
+import re
+import shutil
 import threading
 from collections import Counter, deque
 from pathlib import Path
@@ -19,6 +21,10 @@ from PIL import Image, ImageDraw, ImageFont
 from utils.metrics import psnr, ssim, to_uint8
 
 log = logging.getLogger(__name__)
+REPLAY_CACHE = "replay_cache.json"  # network/replay.py's file; outlives the runs of a folder
+RUN_DIR = re.compile(r"run-\d{3,}")
+STREAM_DIR = re.compile(r"stream_\d+")
+OUTPUT_FILE = re.compile(r"frame_\d+\.png|metrics\.jsonl|summary\.json|decoded\.mp4|side_by_side\.mp4")
 VIDEO_CODECS = ("libx264", "mpeg4")  # the first one this PyAV build has is used
 X264_OPTIONS = {"preset": "veryfast", "crf": "18"}
 
@@ -246,3 +252,36 @@ def summarize(records: list[dict]) -> dict:
 
 def _round(v):
     return round(v, 4) if isinstance(v, float) else v
+
+
+def run_files(out: Path) -> list[Path]:
+    """The files and folders an earlier receiver run left in ``out`` (the replay cache is not one)."""
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if p.name != REPLAY_CACHE and not RUN_DIR.fullmatch(p.name))
+
+
+def choose_out_dir(out_dir: str | None, overwrite: bool, default: str) -> tuple[Path, Path]:
+    """(folder this run writes to, replay cache file). An earlier run is never destroyed silently: an
+    explicit --out-dir holding one is refused unless --overwrite (which removes only what a receiver
+    writes); without one, ``default`` is used, or the next free ``default/run-NNN/`` if it holds a run."""
+    if out_dir is None:
+        root = Path(default)
+        if not run_files(root):
+            return root, root / REPLAY_CACHE
+        n = 2 + sum(1 for p in root.iterdir() if RUN_DIR.fullmatch(p.name))
+        while (root / f"run-{n:03d}").exists():
+            n += 1
+        log.info("%s/ holds an earlier run: this one writes to %s/run-%03d/", root, root, n)
+        return root / f"run-{n:03d}", root / REPLAY_CACHE
+    out = Path(out_dir)
+    earlier = run_files(out)
+    if earlier and not overwrite:
+        raise ValueError(f"--out-dir {out} is not empty ({earlier[0].name}, ...); pass --overwrite to replace "
+                         "a receiver run there, or choose another --out-dir")
+    for path in earlier:
+        if path.is_dir() and STREAM_DIR.fullmatch(path.name):
+            shutil.rmtree(path)
+        elif path.is_file() and OUTPUT_FILE.fullmatch(path.name):
+            path.unlink()
+    return out, out / REPLAY_CACHE
