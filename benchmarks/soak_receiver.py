@@ -225,7 +225,7 @@ def udp_phase(args, out: Path) -> dict:
                                                                      args.seed)), daemon=True)
     th.start()
     rx.watch_rss(after=100)
-    tx_out = tx.communicate(timeout=args.frames / 10 + 300)[0]
+    tx_out = tx.communicate(timeout=args.frames / args.fps + 300)[0]
     rx.ended.wait(60)
     stop.set()
     th.join(30)
@@ -267,7 +267,7 @@ def tcp_phase(args, out: Path) -> dict:
     t0 = time.monotonic()
     rx.watch_rss(after=min(100, args.tcp_frames))
     tx = sender(rx.port, "tcp", args.tcp_frames, rx.sid, args.fps)
-    tx_out = tx.communicate(timeout=args.tcp_frames / 10 + 300)[0]
+    tx_out = tx.communicate(timeout=args.tcp_frames / args.fps + 300)[0]
     took = time.monotonic() - t0
     rx.ended.wait(60)
     hold.set()
