@@ -139,12 +139,12 @@ def test_gaps_are_bounded_and_takeover_beats_a_guessed_stream_id(shipped):
     r = Reassembler(codec, deadline_ms=1e6, window=4, clock=lambda: clock[0])
     for p in packets(shipped, 0, 0xF0F0)[:12]:  # a dozen forged packets under a guessed id
         r.push(wire.parse(p), clock[0])
-    out = []
-    for i in range(60):  # the real stream, 30 frames a second
+    out, real = [], [wire.parse(p) for p in packets(shipped, 0, 0xAAAA)]
+    for i in range(120):  # the real stream, 30 frames a second for 4 s (one frame's packets, renumbered)
         clock[0] += 1 / 30
-        for p in packets(shipped, i, 0xAAAA):
+        for p in real:
             try:
-                out += r.push(wire.parse(p), clock[0])
+                out += r.push(dataclasses.replace(p, header=dataclasses.replace(p.header, frame_index=i)), clock[0])
             except wire.PacketError as e:
                 assert e.reason == "foreign"
         out += r.tick(clock[0])
