@@ -226,9 +226,9 @@ def udp_phase(args, out: Path) -> dict:
     th.start()
     rx.watch_rss(after=100)
     tx_out = tx.communicate(timeout=args.frames / args.fps + 300)[0]
-    rx.ended.wait(60)
-    stop.set()
+    stop.set()  # before the stream ends: forged streams would start on the idle receiver (1-2 frames each)
     th.join(30)
+    rx.ended.wait(60)
     report = rx.finish()
     report.update(sender_exit=tx.returncode, attacks=dict(result.get("sent", {})), sender_tail=tx_out[-300:])
     return report
