@@ -319,10 +319,11 @@ def serve(args, model, codec, temporal, classifier) -> dict:
             wait = reasm.next_timeout()
             ev = rx.poll(0.5 if wait is None else min(wait, 0.5))
             active, started = reasm.stream is not None, reasm.started
-            frames, burst = [], 0
+            frames, burst, ended = [], 0, False
             while ev.kind == "packet":  # take everything already queued before checking deadlines
                 now = last_datagram = time.time()
-                frames += handle_packet(ev.data, key, reasm, rx, drops, now)
+                got, end = handle_packet(ev.data, key, reasm, drops, now)
+                frames, ended = frames + got, ended or end
                 if reasm.stream is not None:
                     last_valid = now
                 burst += 1
@@ -345,6 +346,8 @@ def serve(args, model, codec, temporal, classifier) -> dict:
             frames += reasm.tick(time.time())
             for frame in frames:
                 hand_out(sink, frame, drops)
+            if ended:  # told only once its frames are handed out
+                rx.acknowledge_end()
             if (active or reasm.started > started) and reasm.stream is None:
                 if ev.kind != "closed" and rx.disconnect("its stream ended"):
                     log.info("connection ended: its stream ended")
@@ -371,22 +374,19 @@ def serve(args, model, codec, temporal, classifier) -> dict:
     return summary
 
 
-def handle_packet(data: bytes, key: bytes | None, reasm: Reassembler, rx, drops: DropLog, now: float) -> list:
-    """One received packet -> the frames it hands out. Never raises: a bad packet is dropped and counted,
-    and so is one that trips an unexpected error (logged with its traceback once)."""
+def handle_packet(data: bytes, key: bytes | None, reasm: Reassembler, drops: DropLog, now: float):
+    """One received packet -> (frames it hands out, whether it ended the stream). Never raises: a bad
+    packet is dropped and counted, and so is one that trips an unexpected error (traceback logged once)."""
     try:
         packet = parse(data, key)
-        frames = reasm.push(packet, now)
-        if packet.header.end:
-            rx.acknowledge_end()
-        return frames
+        return reasm.push(packet, now), packet.header.end
     except PacketError as e:
         drops.note(e)
     except Exception as e:  # noqa: BLE001 - the receiver outlives any one packet
         if "internal" not in drops.counts:
             log.exception("packet handling failed")
         drops.note(PacketError("internal", f"{type(e).__name__}: {e}"))
-    return []
+    return [], False
 
 
 def hand_out(sink: FrameSink, frame, drops: DropLog) -> None:
