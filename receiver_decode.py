@@ -30,7 +30,10 @@ Writes to ``--out-dir``: frame_NNNNN.png (and decoded.mp4 with ``--mp4``), metri
 per frame: frame, status, bytes, packets, channels_received, latency_ms, stage times, psnr/ssim with
 ``--reference``, pred with a classifier) and summary.json, also printed at exit. Later streams of
 the same run go to stream_NN/ subfolders. It serves stream after stream until Ctrl+C (``--once``:
-exit after one stream).
+exit after one stream). A run never destroys an earlier one: an ``--out-dir`` holding files is refused
+unless ``--overwrite``; without ``--out-dir`` a later run writes receiver_output/run-NNN/. Limits,
+timeouts, the replay cache (replay_cache.json) and the threat model: README, "Receiver limits and
+threat model".
 """
 
 from __future__ import annotations
@@ -52,12 +55,24 @@ from data import read_frames
 from models import has_head
 from models.stack import load_stack
 from network.reassembly import Reassembler
+from network.replay import ReplayCache
 from network.transport import TRANSPORTS, open_receiver
 from playback.conceal import DEFAULT_POLICY, Player
-from playback.output import DropLog, FrameWriter, ReferenceFrames, side_by_side, summarize, to_hwc
+from playback.output import (
+    DropLog,
+    FrameWriter,
+    RecordLog,
+    ReferenceFrames,
+    choose_out_dir,
+    side_by_side,
+    summarize,
+    to_hwc,
+)
+from utils.argtypes import int_in, non_negative, positive
 from utils.checkpoint import CheckpointError
 
 log = logging.getLogger("receiver")
+DEFAULT_OUT = "receiver_output"
 MAX_BURST = 256  # packets read back to back before deadlines are checked again
 PANELS = ("original", "zero-fill", "ConvLSTM fill")  # side_by_side.mp4, left to right
 
@@ -68,16 +83,28 @@ def parse_args(argv):
     p.add_argument("--model-path", "--model_path", required=True,
                    help="checkpoint of the frame model (or of conv_lstm_ae)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free port)")
+    p.add_argument("--port", type=int_in(0, 65535), default=8080, help="port to listen on (0: any free port)")
     p.add_argument("--transport", choices=TRANSPORTS, default="tcp", help="tcp (length-prefixed) or udp")
-    p.add_argument("--deadline-ms", "--deadline_ms", type=float, default=30.0,
+    p.add_argument("--deadline-ms", "--deadline_ms", type=positive(), default=30.0,
                    help="a frame closes this long after its capture time; what is missing then is lost")
-    p.add_argument("--reorder-window", type=int, default=8, help="frames kept open at most")
-    p.add_argument("--idle-timeout", type=float, default=5.0,
-                   help="a silent UDP stream ends, and a TCP connection without valid packets is closed, "
-                        "after this many seconds")
-    p.add_argument("--max-size", type=int, default=512, help="largest frame side accepted (bounds memory)")
-    p.add_argument("--max-lag-ms", type=float, default=0.0,
+    p.add_argument("--reorder-window", type=int_in(1, 1024), default=8, help="frames kept open at most")
+    p.add_argument("--max-gap", type=int_in(0, 3000), default=30,
+                   help="longest run of frames of which nothing arrived that is concealed frame by frame; "
+                        "longer gaps are skipped and counted (frames_skipped)")
+    p.add_argument("--idle-timeout", type=positive(), default=5.0,
+                   help="a stream that sends nothing for this many seconds ends (TCP: its connection is "
+                        "closed)")
+    p.add_argument("--packet-timeout", type=positive(), default=2.0,
+                   help="TCP: a packet must arrive whole within this many seconds of its first byte, and a "
+                        "served connection must send a valid packet within this many seconds")
+    p.add_argument("--max-waiting", type=int_in(0, 64), default=4,
+                   help="TCP: senders that may wait for their turn (told so); more are refused")
+    p.add_argument("--max-age", type=positive(), default=2.0,
+                   help="with --key-file: packets captured longer ago than this (beyond the measured "
+                        "clock skew) are refused as stale")
+    p.add_argument("--max-size", type=int_in(8, 8192), default=512,
+                   help="largest frame side accepted (bounds memory)")
+    p.add_argument("--max-lag-ms", type=non_negative(), default=0.0,
                    help="catch up when decoding is too slow: a frame already this old is not decoded but "
                         "concealed by the last one (concealment 'skipped_late'); 0 = decode every frame")
     p.add_argument("--temporal", default=None, help="conv_lstm_ae checkpoint that fills lost channels")
@@ -85,14 +112,18 @@ def parse_args(argv):
                    help="with a temporal model: also decode every frame with zero fill and score both "
                         "(and write side_by_side.mp4 with --reference)")
     p.add_argument("--classifier", default=None, help="classifier checkpoint (forward(x) -> logits)")
-    p.add_argument("--out-dir", "--out_dir", default="receiver_output", help="where frames and metrics go")
+    p.add_argument("--out-dir", "--out_dir", default=None,
+                   help=f"where frames and metrics go; must not hold an earlier run unless --overwrite "
+                        f"(default: {DEFAULT_OUT}/, or {DEFAULT_OUT}/run-NNN/ if that holds one)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the receiver's files of an earlier run in --out-dir")
     p.add_argument("--png", action=argparse.BooleanOptionalAction, default=True, help="write PNG frames")
     p.add_argument("--mp4", action=argparse.BooleanOptionalAction, default=False, help="write decoded.mp4")
-    p.add_argument("--mp4-fps", type=float, default=30.0, help="frame rate of the mp4")
+    p.add_argument("--mp4-fps", type=positive(), default=30.0, help="frame rate of the mp4")
     p.add_argument("--reference", default=None, help="original frames (video, folder, 'sample') for PSNR/SSIM")
     p.add_argument("--once", action="store_true", help="exit after one stream")
     p.add_argument("--key-file", default=None, help="shared HMAC-SHA256 key; unauthenticated packets are dropped")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=int_in(1, 256), default=1, help="torch CPU threads")
     return p.parse_args(argv)
 
 
@@ -113,9 +144,9 @@ class FrameSink:
         self.compare = args.compare_zero_fill and temporal is not None
         self.out = Path(args.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.metrics = open(self.out / "metrics.jsonl", "w", buffering=1)
+        self.metrics = open(self.out / "metrics.jsonl", "x", buffering=1)  # choose_out_dir cleared the way
         self.writer = FrameWriter(args.mp4_fps)
-        self.records: list[dict] = []
+        self.records = RecordLog()
         self.streams = self.stream_frames = 0
         self.stream_id = None
         policy = "convlstm" if temporal is not None else DEFAULT_POLICY
@@ -208,11 +239,13 @@ class FrameSink:
         self.metrics.write(json.dumps(rec) + "\n")
         self.records.append(rec)
 
-    def close(self, drops: Counter) -> dict:
+    def close(self, drops: Counter, **extra) -> dict:
         self.writer.close()
         self.metrics.close()
         summary = summarize(self.records)
-        summary.update(streams=self.streams, dropped_packets=dict(drops),
+        if self.records.total > len(self.records):
+            summary.update(frames=self.records.total, summary_over_last_frames=len(self.records))
+        summary.update(streams=self.streams, dropped_packets=dict(drops), **extra,
                        concealment_of_lost_frames="temporal" if self.temporal is not None else "repeat_last")
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
@@ -239,10 +272,14 @@ def warm_up(model, size: int = 224) -> None:
 
 def serve(args, model, codec, temporal, classifier) -> dict:
     key = read_key(args.key_file)
+    out, replay_path = choose_out_dir(args.out_dir, args.overwrite, DEFAULT_OUT)
+    args.out_dir = str(out)
     warm_up(model)
     reasm = Reassembler(codec, args.deadline_ms, args.reorder_window, max_side=args.max_size,
-                        idle_timeout=args.idle_timeout if args.transport == "udp" else None)
-    rx = open_receiver(args.transport, args.host, args.port)
+                        max_gap=args.max_gap, idle_timeout=args.idle_timeout, max_age=args.max_age if key else None,
+                        replay=ReplayCache(replay_path))
+    tcp = {"packet_timeout": args.packet_timeout, "max_waiting": args.max_waiting} if args.transport == "tcp" else {}
+    rx = open_receiver(args.transport, args.host, args.port, **tcp)
     sink = FrameSink(args, model, codec, temporal, classifier)
     drops = DropLog(log)
     host, port = rx.address[:2]
@@ -253,41 +290,47 @@ def serve(args, model, codec, temporal, classifier) -> dict:
         while True:
             wait = reasm.next_timeout()
             ev = rx.poll(0.5 if wait is None else min(wait, 0.5))
-            active = reasm.stream is not None
-            frames, burst = [], 0
+            active, started = reasm.stream is not None, reasm.started
+            frames, burst, ended = [], 0, False
             while ev.kind == "packet":  # take everything already queued before checking deadlines
                 now = last_datagram = time.time()
-                try:
-                    frames += reasm.push(parse(ev.data, key), now)
+                got, end = handle_packet(ev.data, key, reasm, drops, now)
+                frames, ended = frames + got, ended or end
+                if reasm.stream is not None:
                     last_valid = now
-                except PacketError as e:
-                    drops.note(e)
                 burst += 1
-                if burst >= MAX_BURST or (active and reasm.stream is None):
+                if burst >= MAX_BURST or ((active or reasm.started > started) and reasm.stream is None):
                     break
                 ev = rx.poll(0)
             now = time.time()
             if ev.kind == "opened":
                 log.info("sender connected from %s", ev.info)
+                drops.reset()
                 last_valid = now
+            first_packet_s = min(args.idle_timeout, args.packet_timeout)  # senders start right after "S"
             if (args.transport == "tcp" and reasm.stream is None and not active
-                    and now - last_valid > args.idle_timeout):
-                ev = rx.disconnect(f"no valid packets for {args.idle_timeout:.0f} s") or ev
+                    and now - last_valid > first_packet_s):
+                ev = rx.disconnect(f"no valid packets for {first_packet_s:g} s") or ev
                 last_valid = now
             if ev.kind == "closed":
                 log.info("connection ended: %s", ev.info)
                 frames += reasm.end_stream(now)
             frames += reasm.tick(time.time())
             for frame in frames:
-                sink.handle(frame)
-            if active and reasm.stream is None:
+                hand_out(sink, frame, drops)
+            if ended:  # told only once its frames are handed out
+                rx.acknowledge_end()
+            if (active or reasm.started > started) and reasm.stream is None:
+                if ev.kind != "closed" and rx.disconnect("its stream ended"):
+                    log.info("connection ended: its stream ended")
+                drops.reset()
                 sink.writer.flush()
-                this_stream = sink.records[len(sink.records) - sink.stream_frames:]
+                this_stream = sink.records.tail(sink.stream_frames)
                 log.info("stream ended after %d frames: %s%s", sink.stream_frames, one_line(summarize(this_stream)),
                          "" if args.once else "; waiting for the next stream (Ctrl+C: summary of all, exit)")
                 if args.once:
                     break
-            elif args.once and reasm.stream is None and (
+            elif args.once and reasm.stream is None and not rx.waiting and (
                     ev.kind == "closed" or (last_datagram and now - last_datagram > args.idle_timeout)):
                 log.warning("the sender went away without a valid stream (%s)",
                             ", ".join(f"{k}: {v}" for k, v in drops.counts.items()) or "no packets")
@@ -296,10 +339,37 @@ def serve(args, model, codec, temporal, classifier) -> dict:
         log.info("interrupted: closing")
     finally:
         for frame in reasm.end_stream():
-            sink.handle(frame)
+            hand_out(sink, frame, drops)
+        reasm.replay.save()
         rx.close()
-        summary = sink.close(drops.counts)
+        summary = sink.close(drops.counts, frames_skipped=reasm.skipped)
     return summary
+
+
+def handle_packet(data: bytes, key: bytes | None, reasm: Reassembler, drops: DropLog, now: float):
+    """One received packet -> (frames it hands out, whether it ended the stream). Never raises: a bad
+    packet is dropped and counted, and so is one that trips an unexpected error (traceback logged once)."""
+    try:
+        packet = parse(data, key)
+        return reasm.push(packet, now), packet.header.end
+    except PacketError as e:
+        drops.note(e)
+    except Exception as e:  # noqa: BLE001 - the receiver outlives any one packet
+        if "internal" not in drops.counts:
+            log.exception("packet handling failed")
+        drops.note(PacketError("internal", f"{type(e).__name__}: {e}"))
+    return [], False
+
+
+def hand_out(sink: FrameSink, frame, drops: DropLog) -> None:
+    """Decode and record one closed frame; an unexpected error costs that frame, not the receiver."""
+    try:
+        sink.handle(frame)
+    except Exception as e:  # noqa: BLE001
+        if "frame_error" not in drops.counts:
+            log.exception("frame %d could not be handled", frame.index)
+        drops.counts["frame_error"] += 1
+        log.debug("frame %d: %s", frame.index, e)
 
 
 def stop_on_signals() -> None:

@@ -15,8 +15,10 @@ frame's packets are sent in channel order until ``--deadline-ms`` after its capt
 dropped (PNC-style). ``--loss`` drops packet slots at the sender (none, random:P, ge:P,L, burst:P,L,
 tail:K, grace:P,N, trace:FILE, presets wifi/cellular/lossy-wifi/congested; network/loss/models.py),
 seeded by ``--seed``: frame i loses the slots of row i of evaluate.py's draws for the same spec and seed
-(network.loss.frame_slots). The stream ends with an end-of-stream packet. Over TCP the sender
-retries connecting for ``--connect-timeout`` s if the receiver is not up yet.
+(network.loss.frame_slots). The stream ends with an end-of-stream packet. Over TCP the sender retries
+connecting for ``--connect-timeout`` s if the receiver is not up yet, waits (as long again) if the
+receiver says it is busy with another sender, fails if it refuses, and reports ``end_confirmed``:
+whether the receiver acknowledged the end-of-stream packet (null over UDP).
 Prints a summary (frames, bytes/frame, packets, stage times) at the end; ``--stats`` writes one
 JSON line per frame.
 """
@@ -33,12 +35,13 @@ import time
 import torch
 
 from codec.packetize import packetize_latent
-from codec.wire import MAX_PAYLOAD, end_packet, read_key
+from codec.wire import MAX_BITS, MAX_PACKETS_PER_FRAME, MAX_PAYLOAD, MIN_BITS, end_packet, read_key
 from data import DataError, read_frames
 from models import load_codec_model
 from network.loss import LossEmulator
 from network.transport import TRANSPORTS, open_sender
 from playback.output import percentile
+from utils.argtypes import int_in, non_negative
 from utils.checkpoint import CheckpointError
 
 log = logging.getLogger("sender")
@@ -52,27 +55,29 @@ def parse_args(argv):
                    help="video file, folder of frames, or 'sample' (the embedded clip)")
     p.add_argument("--model-path", "--model_path", required=True, help="checkpoint of the frame model")
     p.add_argument("--host", default="127.0.0.1", help="receiver address")
-    p.add_argument("--port", type=int, default=8080, help="receiver port")
+    p.add_argument("--port", type=int_in(1, 65535), default=8080, help="receiver port")
     p.add_argument("--transport", choices=TRANSPORTS, default="tcp", help="tcp (length-prefixed) or udp")
-    p.add_argument("--size", type=int, default=224, help="frame side after resize and center crop")
-    p.add_argument("--fps", type=float, default=30.0, help="pacing (0 = as fast as possible)")
-    p.add_argument("--deadline-ms", "--deadline_ms", type=float, default=30.0,
+    p.add_argument("--size", type=int_in(8, 8192), default=224, help="frame side after resize and center crop")
+    p.add_argument("--fps", type=non_negative(), default=30.0, help="pacing (0 = as fast as possible)")
+    p.add_argument("--deadline-ms", "--deadline_ms", type=non_negative(), default=30.0,
                    help="stop sending a frame's packets this long after its capture (0 = never)")
     p.add_argument("--loss", default="none",
                    help="emulated packet loss: none, random:P, ge:P,L, burst:P,L, tail:K, grace:P,N, trace:FILE[,K], "
                         "wifi, cellular, lossy-wifi, congested (network/loss/models.py)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the emulated loss")
-    p.add_argument("--bits", type=int, default=None,
+    p.add_argument("--seed", type=int_in(0), default=0, help="seed of the emulated loss")
+    p.add_argument("--bits", type=int_in(MIN_BITS, MAX_BITS), default=None,
                    help="quantisation bits (default: the checkpoint's calibration, else 4)")
-    p.add_argument("--channels-per-packet", type=int, default=1, help="latent channels grouped per packet")
-    p.add_argument("--max-payload", type=int, default=MAX_PAYLOAD, help="payload bytes per packet at most")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--channels-per-packet", type=int_in(1, MAX_PACKETS_PER_FRAME), default=1,
+                   help="latent channels grouped per packet")
+    p.add_argument("--max-payload", type=int_in(16, MAX_PAYLOAD), default=MAX_PAYLOAD,
+                   help="payload bytes per packet at most")
+    p.add_argument("--max-frames", type=int_in(1), default=None, help="stop after this many frames")
     p.add_argument("--loop", action="store_true", help="restart the input when it ends (use with --max-frames)")
     p.add_argument("--key-file", default=None, help="shared HMAC-SHA256 key file")
-    p.add_argument("--connect-timeout", type=float, default=30.0, help="TCP: keep retrying this long (s)")
-    p.add_argument("--stream-id", type=int, default=None, help="32-bit stream id (default: random)")
+    p.add_argument("--connect-timeout", type=non_negative(), default=30.0, help="TCP: keep retrying this long (s)")
+    p.add_argument("--stream-id", type=int_in(0, 2**32 - 1), default=None, help="32-bit stream id (default: random)")
     p.add_argument("--stats", default=None, help="write per-frame sender timings here (JSON lines)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=int_in(1, 256), default=1, help="torch CPU threads")
     return p.parse_args(argv)
 
 
@@ -145,11 +150,15 @@ def stream(args) -> dict:
                          codec.mode, key)
         for _ in range(UDP_END_REPEATS if args.transport == "udp" else 1):
             sender.send(end)
+        end_confirmed = sender.finish()
+        if end_confirmed is False:
+            log.warning("the receiver did not confirm the end of the stream within 30 s: it lost it, dropped "
+                        "the connection or is far behind; its results may be incomplete")
     finally:
         sender.close()
         if stats_file:
             stats_file.close()
-    return summarize(rows, stream_id)
+    return {**summarize(rows, stream_id), "end_confirmed": end_confirmed}
 
 
 def summarize(rows: list[dict], stream_id: int) -> dict:

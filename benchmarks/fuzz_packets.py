@@ -126,13 +126,13 @@ def fuzz_packets(args, rng: random.Random) -> Counter:
 
 
 def fuzz_tcp(args, rng: random.Random) -> Counter:
-    rx = TcpReceiver("127.0.0.1", 0, io_timeout=0.05)
+    rx = TcpReceiver("127.0.0.1", 0, packet_timeout=0.05)
     outcomes: Counter = Counter()
     try:
         for _ in range(args.tcp_streams):
             a, b = socket.socketpair()
             rx.conn = b
-            b.settimeout(rx.io_timeout)
+            b.settimeout(rx.packet_timeout)
             blob = b"".join(LENGTH.pack(rng.choice([0, 3, 52, 1268, 1269, 2**32 - 1, rng.randrange(2000)]))
                             + rng.randbytes(rng.randrange(0, 200)) for _ in range(rng.randrange(1, 5)))
             a.sendall(blob)

@@ -13,6 +13,9 @@ from utils.checkpoint import CheckpointError, load_checkpoint
 
 MODELS: dict[str, type[nn.Module]] = {}
 KINDS = ("frame", "temporal", "classifier")
+MAX_PARAMETERS = 200_000_000  # 800 MB of fp32 weights: far above every registered model at its defaults
+PLAIN = (bool, int, float, str, type(None), list, tuple, dict)
+MAX_INT_ARG = 1 << 16  # no size, depth or count argument is larger; keeps the meta build below quick
 
 
 def register_model(name: str, *, kind: str, head: bool = False):
@@ -64,9 +67,30 @@ def build_model(name: str, **kwargs) -> nn.Module:
         raise ValueError(f"bad arguments for model {name}: {e}") from None
     bound.apply_defaults()
     config = {k: v for k, v in bound.arguments.items() if k != "self"}
+    check_size(name, cls, config)
     model = cls(**config)
     model.config = config
     return model
+
+
+def check_size(name: str, cls: type[nn.Module], config: dict) -> None:
+    """Refuse constructor arguments that are not plain values, that the class rejects, or that ask for
+    more than MAX_PARAMETERS weights - counted on the meta device, so nothing is allocated (a checkpoint
+    asking for ``width=60000`` is one clear error, not a 130 GB allocation)."""
+    odd = [k for k, v in config.items() if not isinstance(v, PLAIN)]
+    if odd:
+        raise ValueError(f"bad arguments for model {name}: {', '.join(odd)} not plain values")
+    big = [f"{k}={v}" for k, v in config.items() if type(v) is int and abs(v) > MAX_INT_ARG]
+    if big:
+        raise ValueError(f"bad arguments for model {name}: {', '.join(big)} (integers are at most {MAX_INT_ARG})")
+    try:
+        with torch.device("meta"):
+            n = sum(p.numel() for p in cls(**config).parameters())
+    except Exception as e:  # noqa: BLE001 - any refusal by the class becomes one clear line
+        raise ValueError(f"bad arguments for model {name} {config}: {e}") from None
+    if n > MAX_PARAMETERS:
+        raise ValueError(f"model {name} with {config} would have {n:,} parameters "
+                         f"(limit {MAX_PARAMETERS:,}); the checkpoint's model_kwargs are not sane")
 
 
 def load_model(source: str | os.PathLike | dict, map_location="cpu", expect: str | None = None) -> nn.Module:

@@ -7,6 +7,14 @@ above ``wire.MAX_PACKET`` before reading the body, closing that connection (fram
 Receivers are polled: ``poll(timeout)`` returns one :class:`Event` - a packet, a timeout (so the
 caller can close frames at their deadlines even when nothing arrives), or a connection opening or
 closing (TCP). Sockets are closed in ``finally``/``close()``; errors become one clear log line.
+
+TCP status bytes (receiver -> sender): the receiver serves one connection at a time. On accepting a
+connection it writes ``S`` (being served: start sending) or ``W`` (queued behind another sender;
+``S`` follows when its turn comes), or ``R`` and closes it when ``max_waiting`` connections already
+wait. After an end-of-stream packet it writes ``E`` (end received), so the sender can tell a
+delivered stream from one the receiver lost the end of. A message must arrive whole within
+``packet_timeout`` s of its first byte (a slow drip is cut off); a waiting connection is closed
+after ``max_wait`` s.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import select
 import socket
 import struct
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from codec.wire import MAX_PACKET
@@ -25,6 +34,7 @@ LENGTH = struct.Struct("!I")
 UDP_RCVBUF = 4 << 20
 UDP_MAX_DATAGRAM = 65535
 TRANSPORTS = ("tcp", "udp")
+SERVING, WAITING, REFUSED, END_RECEIVED = b"S", b"W", b"R", b"E"
 
 
 @dataclass
@@ -38,12 +48,17 @@ class PeerClosed(ConnectionError):
     """The peer closed the connection in the middle of a message."""
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes | None:
+def recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes | None:
     """Read exactly n bytes. None if the peer closed cleanly before the first byte; PeerClosed if it
-    closed part-way. Socket timeouts propagate (``socket.timeout``)."""
+    closed part-way; TimeoutError past ``deadline`` (time.monotonic()) or the socket's own timeout."""
     buf = bytearray(n)
     view, got = memoryview(buf), 0
     while got < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{got} of {n} bytes by the deadline")
+            sock.settimeout(left)
         k = sock.recv_into(view[got:], n - got)
         if k == 0:
             if got == 0:
@@ -77,14 +92,46 @@ class TcpSender:
                                 host, port, e.strerror or e, connect_timeout)
                     warned = True
                 time.sleep(retry_interval)
-        self.sock.settimeout(None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._await_turn(host, port, max(deadline - time.monotonic(), 5.0))
+        self.sock.settimeout(None)
+
+    def _await_turn(self, host: str, port: int, wait: float) -> None:
+        """Read the receiver's status byte: S go on; W wait (up to ``wait`` s) for S; R or EOF: busy."""
+        self.sock.settimeout(wait)
+        try:
+            status = self.sock.recv(1)
+            if status == WAITING:
+                log.warning("receiver at %s:%d is busy with another sender: waiting in its queue", host, port)
+                status = self.sock.recv(1)
+        except TimeoutError:
+            self.sock.close()
+            raise ConnectionError(f"receiver at {host}:{port} did not let us send within {wait:.0f} s "
+                                  "(busy with another sender)") from None
+        except OSError as e:
+            status = b""
+            log.debug("status read failed: %s", e)
+        if status != SERVING:
+            self.sock.close()
+            raise ConnectionError(f"receiver at {host}:{port} refused the stream (busy: too many senders "
+                                  "waiting)" if status == REFUSED else f"receiver at {host}:{port} closed "
+                                  "the connection before serving it") from None
 
     def send(self, packet: bytes) -> None:
         try:
             self.sock.sendall(LENGTH.pack(len(packet)) + packet)
         except OSError as e:
             raise ConnectionError(f"receiver went away: {e.strerror or e}") from None
+
+    def finish(self, timeout: float = 30.0) -> bool:
+        """After the end packet: close our side and wait for the receiver's ``E`` (it reads the end only
+        after everything before it, so a receiver behind its stream answers late); whether it came."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(timeout)
+            return self.sock.recv(1) == END_RECEIVED
+        except OSError:
+            return False
 
     def close(self) -> None:
         try:
@@ -113,6 +160,10 @@ class UdpSender:
             if not self.refused:
                 log.warning("UDP receiver at %s:%d refuses datagrams (not started yet?)", *self.addr)
             self.refused += 1
+
+    def finish(self, timeout: float = 0.0) -> None:
+        """UDP has no reply channel: whether the end arrived is unknown (None)."""
+        return None
 
     def close(self) -> None:
         self.sock.close()
@@ -144,41 +195,78 @@ def _bind(kind: int, host: str, port: int) -> socket.socket:
 
 
 class TcpReceiver:
-    """Serves one sender connection at a time; later senders wait in the listen backlog."""
+    """Serves one sender connection at a time; up to ``max_waiting`` more wait (told ``W``), later ones
+    are refused (``R``). Waiting connections are closed after ``max_wait`` s."""
 
-    def __init__(self, host: str, port: int, io_timeout: float = 2.0):
+    def __init__(self, host: str, port: int, packet_timeout: float = 2.0, max_waiting: int = 4,
+                 max_wait: float = 60.0):
         self.listener = _bind(socket.SOCK_STREAM, host, port)
         self.address = self.listener.getsockname()
         self.conn: socket.socket | None = None
-        self.io_timeout = io_timeout
+        self.peer = ""
+        self.waiting: deque[tuple[socket.socket, str, float]] = deque()
+        self.packet_timeout, self.max_waiting, self.max_wait = packet_timeout, max_waiting, max_wait
 
     def poll(self, timeout: float | None) -> Event:
-        sock = self.conn or self.listener
-        ready, _, _ = select.select([sock], [], [], None if timeout is None else max(timeout, 0.0))
+        self._expire_waiting()
+        if self.conn is None and self.waiting:
+            conn, peer, _ = self.waiting.popleft()
+            return self._serve(conn, peer)
+        socks = [self.listener] + ([self.conn] if self.conn is not None else [])
+        ready, _, _ = select.select(socks, [], [], None if timeout is None else max(timeout, 0.0))
         if not ready:
             return Event("timeout")
-        if self.conn is None:
-            conn, peer = self.listener.accept()
-            conn.settimeout(self.io_timeout)
-            self.conn = conn
-            return Event("opened", info=f"{peer[0]}:{peer[1]}")
+        if self.listener in ready:
+            conn, addr = self.listener.accept()
+            peer = f"{addr[0]}:{addr[1]}"
+            if self.conn is None:
+                return self._serve(conn, peer)
+            if len(self.waiting) >= self.max_waiting:
+                _status(conn, REFUSED)
+                conn.close()
+                log.warning("refused %s: %d senders already wait", peer, len(self.waiting))
+            elif _status(conn, WAITING):
+                self.waiting.append((conn, peer, time.monotonic()))
+                log.info("sender %s waits (%d in the queue)", peer, len(self.waiting))
+            if self.conn not in ready:
+                return Event("timeout")
         try:
-            head = recv_exact(self.conn, LENGTH.size)
+            head = recv_exact(self.conn, LENGTH.size, time.monotonic() + self.packet_timeout)
             if head is None:
                 return self._drop("sender closed the connection")
             (n,) = LENGTH.unpack(head)
             if n > MAX_PACKET:
                 return self._drop(f"bad length prefix {n} B (limit {MAX_PACKET} B); framing lost")
-            body = recv_exact(self.conn, n) if n else b""
+            body = recv_exact(self.conn, n, time.monotonic() + self.packet_timeout) if n else b""
             if body is None:
                 return self._drop("connection closed mid-packet (sender killed?)")
             return Event("packet", body)
         except PeerClosed:
             return self._drop("connection closed mid-packet (sender killed?)")
         except TimeoutError:
-            return self._drop(f"connection stalled mid-packet for {self.io_timeout:.0f} s")
+            return self._drop(f"a packet did not arrive whole within {self.packet_timeout:g} s (too slow)")
         except OSError as e:
             return self._drop(f"connection error: {e.strerror or e}")
+
+    def _serve(self, conn: socket.socket, peer: str) -> Event:
+        if not _status(conn, SERVING):
+            conn.close()
+            return Event("timeout")
+        self.conn, self.peer = conn, peer
+        return Event("opened", info=peer)
+
+    def _expire_waiting(self) -> None:
+        now = time.monotonic()
+        while self.waiting and now - self.waiting[0][2] > self.max_wait:
+            conn, peer, _ = self.waiting.popleft()
+            _status(conn, REFUSED)
+            conn.close()
+            log.warning("closed %s: waited %.0f s for its turn", peer, self.max_wait)
+
+    def acknowledge_end(self) -> None:
+        """Tell the sender its end-of-stream packet arrived (``E``)."""
+        if self.conn is not None:
+            _status(self.conn, END_RECEIVED)
 
     def _drop(self, reason: str) -> Event:
         self.conn.close()
@@ -190,12 +278,30 @@ class TcpReceiver:
         return self._drop(reason) if self.conn is not None else None
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
+        for conn in [self.conn] + [w[0] for w in self.waiting]:
+            if conn is not None:
+                conn.close()
+        self.waiting.clear()
         self.listener.close()
 
 
+def _status(conn: socket.socket, status: bytes) -> bool:
+    """Write one status byte without blocking; whether it went out."""
+    try:
+        conn.setblocking(False)
+        return conn.send(status) == 1
+    except OSError:
+        return False
+    finally:
+        try:
+            conn.setblocking(True)
+        except OSError:
+            pass
+
+
 class UdpReceiver:
+    waiting = ()  # no connections, so nobody waits (TcpReceiver.waiting)
+
     def __init__(self, host: str, port: int):
         self.sock = _bind(socket.SOCK_DGRAM, host, port)
         self.address = self.sock.getsockname()
@@ -211,13 +317,20 @@ class UdpReceiver:
             return Event("timeout")
         return Event("packet", data)
 
+    def acknowledge_end(self) -> None:
+        """No reply channel over UDP."""
+
+    def disconnect(self, reason: str) -> None:
+        """Nothing to close over UDP."""
+        return None
+
     def close(self) -> None:
         self.sock.close()
 
 
-def open_receiver(transport: str, host: str, port: int):
+def open_receiver(transport: str, host: str, port: int, **tcp_kwargs):
     if transport == "tcp":
-        return TcpReceiver(host, port)
+        return TcpReceiver(host, port, **tcp_kwargs)
     if transport == "udp":
         return UdpReceiver(host, port)
     raise ValueError(f"unknown transport {transport!r}; choose from {', '.join(TRANSPORTS)}")

@@ -1,13 +1,16 @@
 """Receiver-side outputs: PNG/mp4 writing off the decode path, reference scoring, side-by-side
-panels, dropped-packet counts and the run summary."""
+panels, dropped-packet counts, the run summary and the choice of the run's folder."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import queue
+import re
+import shutil
 import threading
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import av
@@ -18,6 +21,10 @@ from PIL import Image, ImageDraw, ImageFont
 from utils.metrics import psnr, ssim, to_uint8
 
 log = logging.getLogger(__name__)
+REPLAY_CACHE = "replay_cache.json"  # network/replay.py's file; outlives the runs of a folder
+RUN_DIR = re.compile(r"run-\d{3,}")
+STREAM_DIR = re.compile(r"stream_\d+")
+OUTPUT_FILE = re.compile(r"frame_\d+\.png|metrics\.jsonl|summary\.json|decoded\.mp4|side_by_side\.mp4")
 VIDEO_CODECS = ("libx264", "mpeg4")  # the first one this PyAV build has is used
 X264_OPTIONS = {"preset": "veryfast", "crf": "18"}
 
@@ -33,7 +40,7 @@ class FrameWriter:
     and decode (a full queue applies back-pressure instead). Jobs run in the order they were queued.
     Several mp4s (one per path) can be open at once; ``close_video`` closes them all."""
 
-    def __init__(self, fps: float = 30.0, max_queue: int = 64):
+    def __init__(self, fps: float = 30.0, max_queue: int = 24):
         self.fps = fps
         self.q: queue.Queue = queue.Queue(max_queue)
         self.videos: dict[Path, tuple] = {}  # path -> (container, stream)
@@ -128,17 +135,43 @@ def side_by_side(panels: list[np.ndarray | None], labels: list[str]) -> np.ndarr
 
 
 class DropLog:
-    """Counts dropped packets by reason; logs the first of each kind (one clear line)."""
+    """Counts dropped packets by reason; logs the first of each kind (one clear line) - again after
+    ``reset()`` (the receiver calls it per connection and per stream), so a later sender's problem,
+    e.g. a wrong key, is not dropped silently."""
 
     def __init__(self, logger: logging.Logger = log):
         self.counts: Counter = Counter()
+        self.logged: set[str] = set()
         self.log = logger
 
     def note(self, err) -> None:
         """``err``: a wire.PacketError (has ``reason``)."""
-        if not self.counts[err.reason]:
+        if err.reason not in self.logged:
             self.log.warning("dropped packet (%s): %s [further drops of this kind are counted]", err.reason, err)
+            self.logged.add(err.reason)
         self.counts[err.reason] += 1
+
+    def reset(self) -> None:
+        self.logged.clear()
+
+
+class RecordLog(deque):
+    """The per-frame records a summary is computed from, bounded: the newest ``maxlen`` frames, each
+    without its per-packet list (metrics.jsonl keeps everything); ``total`` counts every frame."""
+
+    SLIM_OUT = ("received_packets",)
+
+    def __init__(self, maxlen: int = 100_000):
+        super().__init__(maxlen=maxlen)
+        self.total = 0
+
+    def append(self, rec: dict) -> None:
+        super().append({k: v for k, v in rec.items() if k not in self.SLIM_OUT})
+        self.total += 1
+
+    def tail(self, n: int) -> list[dict]:
+        """The last ``n`` records (as many as are kept)."""
+        return list(itertools.islice(self, max(0, len(self) - n), None))
 
 
 class ReferenceFrames:
@@ -219,3 +252,36 @@ def summarize(records: list[dict]) -> dict:
 
 def _round(v):
     return round(v, 4) if isinstance(v, float) else v
+
+
+def run_files(out: Path) -> list[Path]:
+    """The files and folders an earlier receiver run left in ``out`` (the replay cache is not one)."""
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if p.name != REPLAY_CACHE and not RUN_DIR.fullmatch(p.name))
+
+
+def choose_out_dir(out_dir: str | None, overwrite: bool, default: str) -> tuple[Path, Path]:
+    """(folder this run writes to, replay cache file). An earlier run is never destroyed silently: an
+    explicit --out-dir holding one is refused unless --overwrite (which removes only what a receiver
+    writes); without one, ``default`` is used, or the next free ``default/run-NNN/`` if it holds a run."""
+    if out_dir is None:
+        root = Path(default)
+        if not run_files(root):
+            return root, root / REPLAY_CACHE
+        n = 2 + sum(1 for p in root.iterdir() if RUN_DIR.fullmatch(p.name))
+        while (root / f"run-{n:03d}").exists():
+            n += 1
+        log.info("%s/ holds an earlier run: this one writes to %s/run-%03d/", root, root, n)
+        return root / f"run-{n:03d}", root / REPLAY_CACHE
+    out = Path(out_dir)
+    earlier = run_files(out)
+    if earlier and not overwrite:
+        raise ValueError(f"--out-dir {out} is not empty ({earlier[0].name}, ...); pass --overwrite to replace "
+                         "a receiver run there, or choose another --out-dir")
+    for path in earlier:
+        if path.is_dir() and STREAM_DIR.fullmatch(path.name):
+            shutil.rmtree(path)
+        elif path.is_file() and OUTPUT_FILE.fullmatch(path.name):
+            path.unlink()
+    return out, out / REPLAY_CACHE
