@@ -177,7 +177,10 @@ def attacker(port: int, rate: int, stop: threading.Event, relay: Relay, seed: in
 
 
 class Relay:
-    """Forwards the sender's datagrams to the receiver and remembers them for replays."""
+    """Forwards the sender's datagrams to the receiver and remembers them for replays. When the sender's
+    end-of-stream packet comes by, ``ended`` is set and the packet is held back a moment, so the attackers
+    (who stop on ``ended``) are quiet before the receiver goes idle: every frame written is then either
+    the real stream's or an attack the receiver let through while the real stream ran."""
 
     def __init__(self, target: int):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -185,12 +188,16 @@ class Relay:
         self.port, self.target = self.sock.getsockname()[1], target
         self.seen: collections.deque = collections.deque(maxlen=20000)
         self.lock = threading.Lock()
+        self.ended = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
         out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         while True:
             data = self.sock.recv(65535)
+            if len(data) > 5 and data[5] & wire.FLAG_END:
+                self.ended.set()
+                time.sleep(0.5)  # attackers wake every 1/rate s; let their last datagrams land first
             out.sendto(data, ("127.0.0.1", self.target))
             with self.lock:
                 self.seen.append((time.monotonic(), data))
@@ -220,13 +227,13 @@ def udp_phase(args, out: Path) -> dict:
     relay = Relay(rx.port)
     tx = sender(relay.port, "udp", args.frames, rx.sid, args.fps)
     wait_started(rx)
-    stop, result = threading.Event(), {}
+    stop, result = relay.ended, {}
     th = threading.Thread(target=lambda: result.update(sent=attacker(rx.port, args.attack_rate, stop, relay,
                                                                      args.seed)), daemon=True)
     th.start()
     rx.watch_rss(after=100)
     tx_out = tx.communicate(timeout=args.frames / args.fps + 300)[0]
-    stop.set()  # before the stream ends: forged streams would start on the idle receiver (1-2 frames each)
+    stop.set()  # normally set already by the relay at the end packet
     th.join(30)
     rx.ended.wait(60)
     report = rx.finish()
