@@ -99,6 +99,26 @@ def nearest_rate_points(rows: list[dict], budget: float) -> list[dict]:
     return list(best.values())
 
 
+SWEPT = ("random", "iid", "ge", "burst", "tail")  # --loss families swept over --rates: the rate names the column
+
+
+def operating_points(rd_loss: list[dict], budget: float) -> list[str]:
+    """One markdown table per budget: a row per method, a column per loss condition, each cell
+    "PSNR dB (fresh %)" (ours at its rate point nearest the budget, its bytes in the method cell)."""
+    rows = [r for r in rd_loss if r.get("budget") == budget] + nearest_rate_points(rd_loss, budget)
+    conditions = list(dict.fromkeys((r["loss_model"], r["loss_rate"]) for r in rd_loss))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cell = {(r["method"], r["loss_model"], r["loss_rate"]): r for r in rows}
+    head = [m if ":" in m or m not in SWEPT else f"{m} ({100 * rate:g} %)" for m, rate in conditions]
+    lines = ["| method, B/frame | " + " | ".join(head) + " |", "|---|" + "---:|" * len(conditions)]
+    for m in methods:
+        got = [cell.get((m, *c)) for c in conditions]
+        nbytes = next(r["bytes_per_frame"] for r in got if r is not None)
+        lines.append(f"| {m}, {nbytes:.0f} | " + " | ".join(
+            "–" if r is None else f"{_fmt(r['psnr'])} ({100 * r['fresh_frames']:.0f} %)" for r in got) + " |")
+    return lines
+
+
 def markdown(payload: dict) -> str:
     """results.md: the run's settings and one table row per method and loss rate; with RD rows under loss,
     the BD-rates and one table per budget (ours at its rate point nearest the budget)."""
@@ -122,7 +142,14 @@ def markdown(payload: dict) -> str:
         lines += [f"| {b['method']} | {b['anchor']} | {100 * b['loss_rate']:g} | {_fmt(b['bd_rate'], '+.1f')} |"
                   for b in bd]
     rd_loss = payload.get("rd_under_loss") or []
-    for budget in sorted({r["budget"] for r in rd_loss if r.get("budget") is not None}):
+    budgets = sorted({r["budget"] for r in rd_loss if r.get("budget") is not None})
+    if budgets:
+        lines += ["", "## Operating points", "",
+                  "PSNR dB (share of fresh frames) per loss condition; baselines matched to each budget, ours at "
+                  "its rate point nearest to it (its bytes beside its name, mean over the conditions).", ""]
+        for budget in budgets:
+            lines += ["", f"{budget:.0f} B/frame:", "", *operating_points(rd_loss, budget)]
+    for budget in budgets:
         rows = [r for r in rd_loss if r.get("budget") == budget] + nearest_rate_points(rd_loss, budget)
         rows.sort(key=lambda r: (r["loss_rate"], r["method"]))
         lines += ["", f"## Matched to {budget:.0f} B/frame", "",

@@ -62,6 +62,9 @@ def test_bitrates_sweep_every_method_under_every_loss(ckpt, tmp_path):
     assert all(r["freeze_ms_p95"] is not None for r in res["results"])
     md = (out / "results.md").read_text()
     assert "## BD-rate under loss" in md and "## Matched to 1000 B/frame" in md and "## Matched to 2000" in md
+    table = md.split("2000 B/frame:")[1].split("\n\n")[1].splitlines()  # operating points: methods x conditions
+    assert table[0] == "| method, B/frame | random (0 %) | random (40 %) |"
+    assert {line.split(",")[0] for line in table[2:]} == {"| ours", "| jpeg", "| jpeg-best", "| h264"}
     assert (out / "rd_under_loss.png").stat().st_size > 0
 
 
