@@ -132,7 +132,7 @@ def train(args):
     if args.model_path:
         init_ckpt = load_checkpoint(args.model_path)
         model.load_state_dict(load_model(init_ckpt, expect=args.model).state_dict(), strict=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = torch.optim.Adam(model.param_groups(), lr=args.lr)
     amp = autocast(env.device, args.amp)
     quantizer = training_quantizer(args.quantize, init_ckpt)
 
