@@ -2,6 +2,7 @@
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,3 +77,50 @@ def test_decodes_from_any_subset_of_channels(model):
         x_hat = model.decode(z.expand(len(masks), -1, -1, -1) * masks[:, :, None, None], masks)
     assert x_hat.shape == (256, 3, 32, 32) and bool(torch.isfinite(x_hat).all())
     assert not torch.allclose(x_hat[0], x_hat[-1]), "what arrived must matter"
+
+
+@pytest.fixture(scope="module")
+def coder(model):
+    from models.rd_coding import RDCoder
+    return RDCoder(model)
+
+
+def test_tables_are_deterministic_integers(model, coder):
+    from codec.entropy import TOTAL
+    from models.rd_coding import RDCoder
+    again = RDCoder(model)
+    for level in range(model.levels):
+        for t, u in zip(coder.tables[level], again.tables[level]):
+            assert t.dtype == np.int64 and int(t.sum()) == TOTAL and int(t.min()) >= 1 and np.array_equal(t, u)
+        assert np.array_equal(coder.offsets[level], again.offsets[level])
+
+
+@pytest.mark.parametrize("quality", [0, 2])
+def test_coded_bytes_match_the_rate_estimate(model, coder, quality):
+    """What the range coder writes is the model's estimate (-log2 of its likelihoods) within 3 %, plus at
+    most 4 bytes per channel (the coder's final word)."""
+    torch.manual_seed(3)
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        y = model.encode(x, quality)
+        estimate = -torch.log2(model.likelihood(torch.round(y), torch.full((2,), quality))).sum().item() / 8
+    coded = sum(len(b) for frame in coder.compress(y, quality) for b in frame)
+    assert abs(coded - estimate) <= 0.03 * estimate + 4 * model.latent_channels * 2
+
+
+def test_any_subset_of_coded_channels_decodes(model, coder):
+    """200 random subsets of the coded channels: each received channel decodes to exactly its symbols
+    (no other channel needed), each lost one is zero, and the decoder runs on the result."""
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        y = model.encode(x, 1)
+    sym = torch.from_numpy(coder.symbols(y, 1) + coder.offsets[1][None, :, None, None]).float()
+    chans = coder.compress(y, 1)[0]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        mask = (torch.rand(1, model.latent_channels, generator=g) < 0.5).float()
+        frame = [b if m else None for b, m in zip(chans, mask[0].tolist())]
+        z = coder.decompress([frame], tuple(y.shape[1:]), 1)
+        assert torch.equal(z, sym * mask[:, :, None, None])
+        with torch.no_grad():
+            assert bool(torch.isfinite(model.decode(z, mask, 1)).all())
