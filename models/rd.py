@@ -66,7 +66,8 @@ class LRAE_RD(FrameCodec):  # noqa: N801 - the project's naming
     """Variable-rate loss-resilient codec: M x H/16 x W/16 latent, ``levels`` quality levels.
 
     ``encode(x, quality)`` -> y (B,M,h,w), already scaled by the level's gain: round it to get the
-    symbols. ``decode(y_hat, mask, quality)`` -> x_hat (y_hat is rounded there if it is not yet). ``forward(x, mask, quality=...)`` -> dict with
+    symbols. ``decode(y_hat, mask, quality)`` -> x_hat (y_hat is rounded there if it is not yet).
+    ``forward(x, mask, quality=...)`` -> dict with
     x_hat, z (the rounded latent as received), mask, likelihoods (B,M,h,w), quality (B,), lmbda (B,).
     """
 

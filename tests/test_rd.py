@@ -124,3 +124,21 @@ def test_any_subset_of_coded_channels_decodes(model, coder):
         assert torch.equal(z, sym * mask[:, :, None, None])
         with torch.no_grad():
             assert bool(torch.isfinite(model.decode(z, mask, 1)).all())
+
+
+def test_two_step_rd_training_logs_rate_and_psnr(tmp_path):
+    """autoencoder_train.py trains LRAE_RD on lambda * 255^2 * MSE + bpp, the entropy parameters at their
+    own learning-rate scale, and logs bpp and PSNR in metrics.jsonl."""
+    import json
+
+    import autoencoder_train
+    out = tmp_path / "run"
+    autoencoder_train.main(["--out-dir", str(out), "--data", "synthetic", "--size", "64", "--batch-size", "4",
+                            "--amp", "none", "--val-frames", "8", "--model", "LRAE_RD", "--max-steps", "2",
+                            "--model-args", '{"latent_channels": 8, "width": 16, "levels": 3}'])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "train_loss" in r]
+    assert train and all(r["bpp"] > 0 and 0 < r["psnr"] < 60 for r in train)
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    scales = [g.get("lr_scale", 1.0) for g in ckpt["optimizer"]["param_groups"]]
+    assert scales == [1.0, build_model("LRAE_RD").entropy_lr_scale]
