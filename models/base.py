@@ -40,6 +40,11 @@ class FrameCodec(nn.Module):
         z = apply_mask(z, mask)
         return {"x_hat": self.decode(z, mask), "z": z, "mask": mask}
 
+    def param_groups(self) -> list[dict]:
+        """Optimizer parameter groups; a group's ``lr_scale`` multiplies the schedule's learning rate
+        (training/engine.py). One group at the base rate unless a model says otherwise."""
+        return [{"params": list(self.parameters())}]
+
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(C, h, w) of the latent of an input of the given size."""
         self.check_size(height, width)
