@@ -25,7 +25,7 @@ Ours (:class:`OurCodec`): each frame is encoded once - encoder, quantiser, entro
 its state carried across frames. Policies: ``zero+repeat-last`` (row "ours": lost channels zero, a
 frame of which nothing arrived repeats the last shown frame) and ``convlstm`` ("ours+convlstm": the
 ConvLSTM fill, always decoded). A frame is *fresh* if at least one of its packets arrived. Bytes are
-payload bytes (packet minus the 52-byte header), as for the baselines.
+payload bytes (packet minus the 53-byte header), as for the baselines.
 
 Metrics (:func:`score`): on the displayed 8-bit RGB frames against the originals - mean per-frame PSNR,
 SSIM and MS-SSIM (None when the frames are <= 160 px), SSIM in dB of the mean SSIM, mean payload bytes

@@ -19,6 +19,9 @@ class FrameCodec(nn.Module):
     model_name = "?"
     latent_channels: int
     stride: int
+    # Quality levels: a model with more than one (LRAE_RD) takes ``quality`` (0..levels-1) in encode and
+    # decode, and its wire codec codes each level with its own learned tables (codec/learned.py).
+    levels: int = 1
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
