@@ -216,9 +216,13 @@ def encode_frame(model, x: torch.Tensor, frame_index: int, codec: WireCodec, qua
         x = x[None]
     if x.dtype == torch.uint8:
         x = x.float() / 255.0
+    return packetize_latent(encode_latent(model, x, codec, quality)[0], frame_index, codec, quality=quality, **kwargs)
+
+
+def encode_latent(model, x: torch.Tensor, codec: WireCodec, quality: int = 0) -> torch.Tensor:
+    """Frames x (B,3,H,W) in [0,1] -> the latent the codec packetizes: at ``quality`` in learned mode."""
     check_quality(quality, codec)
-    z = model.encode(x, quality) if codec.mode == MODE_LEARNED else model.encode(x)
-    return packetize_latent(z[0], frame_index, codec, quality=quality, **kwargs)
+    return model.encode(x, quality) if codec.mode == MODE_LEARNED else model.encode(x)
 
 
 def check_quality(quality: int, codec: WireCodec) -> int:

@@ -1,7 +1,9 @@
 """Write a variable-rate model's learned entropy tables into its checkpoint (wire mode 2, codec/learned.py).
 
-The tables are computed ONCE, here, from the trained priors (models/rd_coding.RDCoder: per level and
-channel ``FactorizedPrior.integer_tables`` made exact by ``codec.entropy.table_from_counts``) and
+The tables are computed ONCE, here, from the trained priors (as models/rd_coding.RDCoder: per level and
+channel ``FactorizedPrior.integer_tables`` made exact by ``codec.entropy.table_from_counts``; a support
+of one symbol - a channel whose prior holds all but the tail on one value - gets a second symbol of
+weight 1, since a range-coder table needs two) and
 stored as plain int64 tensors in ``ckpt["extra"]["codec"]``; senders and receivers read them and never
 recompute floats, so the coded bytes are the same on every machine. The model fingerprint covers them.
 Any uniform calibration in that entry is replaced (a model with quality levels codes only with its
@@ -18,17 +20,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
+from codec.entropy import table_from_counts
 from codec.learned import pack_tables
 from models.rd import LRAE_RD
-from models.rd_coding import RDCoder
 from models.registry import load_model
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def learned_codec(model, max_symbols: int = 255, tail: float = 1e-6) -> dict:
     """The ``ckpt["extra"]["codec"]`` entry of a model with learned priors (LRAE_RD): integer tensors only."""
-    coder = RDCoder(model, max_symbols=max_symbols, tail=tail)
-    return pack_tables(coder.tables, coder.offsets)
+    tables, offsets = [], []
+    for prior in model.priors:
+        counts, offs = prior.integer_tables(max_symbols=max_symbols, tail=tail)
+        tables.append([table_from_counts(np.append(c, 0) if len(c) < 2 else c) for c in counts])
+        offsets.append(offs)
+    return pack_tables(tables, offsets)
 
 
 def add_tables(path: str, out: str | None = None) -> dict:
