@@ -260,10 +260,10 @@ class OurCodec:
             shown.append(metrics.to_uint8(out.x_hat))
             fresh.append(bool(got))
             masks.append(mask[0])
-        level = {"quality": self.quality} if self.codec.mode == MODE_LEARNED else {}
+        params = {"bits": self.codec.bits, "quant_mode": self.codec.mode, "fill": player.policy}
         return Shown(method_name(player.policy), as_frames(torch.cat(shown)), np.array(fresh), self.nbytes.copy(),
                      self.counts.copy(), self.encode_ms, 1000.0 * spent / decoded if decoded else math.nan,
-                     {"bits": self.codec.bits, "quant_mode": self.codec.mode, **level, "fill": player.policy},
+                     {**params, "quality": self.quality} if self.codec.mode == MODE_LEARNED else params,
                      torch.cat(heads) if heads else None, torch.stack(masks))
 
 
@@ -354,20 +354,18 @@ def our_fills(temporal) -> list[str]:
 
 
 def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str | list[str], rates: list[float],
-                      baselines: list[str],
-                      seed: int, burst_len: float = DEFAULT_BURST_LEN, classifier=None, strip_rate: float = 0.3,
-                      fps: float = DEFAULT_FPS, progress: bool = True, quality: int = 0) -> dict:
+                      baselines: list[str], seed: int, burst_len: float = DEFAULT_BURST_LEN, quality: int = 0,
+                      classifier=None, strip_rate=0.3, fps: float = DEFAULT_FPS, progress: bool = True) -> dict:
     """Every method at every loss rate on one sequence.
     Returns {"rows", "strip", "target_bytes", "our_packets", "losses", "rates"}.
 
     ``mode`` is evaluate.py's --loss, one spec or several: a family swept over ``rates`` (random, ge, burst,
     tail) or a full spec (random:0.3, wifi, trace:FILE, ...; its rate is the model's); the result's
     "losses" are the (label, rate, loss model) conditions evaluated (:func:`loss_points`), "rates" their
-    rates. Ours
-    runs with each concealment policy of the registry's entries (:func:`our_fills`). Per rate ONE draw
-    (:func:`make_draws`) is made and handed to every method; ours is coded at ``quality`` (a learned-mode
-    codec's level, else 0). The baselines' byte budget is our mean
-    payload bytes per frame (their matched-bytes searches run in make_baseline).
+    rates. Ours runs with each concealment policy of the registry's entries (:func:`our_fills`), coded at
+    ``quality`` (a learned-mode codec's level, else 0). Per rate ONE draw (:func:`make_draws`) is made and
+    handed to every method. The baselines' byte budget is our mean payload bytes per frame (their
+    matched-bytes searches run in make_baseline).
     ``strip`` holds the displayed frames of the registry's strip methods at the rate closest to ``strip_rate``.
     """
     reference = as_frames(seq.frames)
