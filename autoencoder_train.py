@@ -96,6 +96,19 @@ def final_name(model: str, drop_mode: str) -> str:
     return f"{model}_final_{SEED_SUFFIX[drop_mode]}.pth"
 
 
+def rd_terms(out: dict, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Loss and logs of one batch. A model with a learned entropy model (``likelihoods`` in its output)
+    trains on the rate-distortion loss lambda * 255^2 * MSE + bits per pixel, each sample's lambda from its
+    quality level; any other on MSE. Logs: bpp (estimated from the likelihoods) and PSNR of the batch."""
+    mse = (out["x_hat"].float() - x.float()).square().mean(dim=(1, 2, 3))
+    logs = {"psnr": (10 * torch.log10(1 / mse.detach().clamp_min(1e-10))).mean().item()}
+    if "likelihoods" not in out:
+        return mse.mean(), logs
+    bpp = -torch.log2(out["likelihoods"]).sum(dim=(1, 2, 3)) / (x.shape[-2] * x.shape[-1])
+    logs["bpp"] = bpp.detach().mean().item()
+    return (out["lmbda"] * 255.0 ** 2 * mse + bpp).mean(), logs
+
+
 def main(argv=None):
     return run_main(train, parse_args(argv if argv is not None else sys.argv[1:]))
 
@@ -119,21 +132,22 @@ def train(args):
     if args.model_path:
         init_ckpt = load_checkpoint(args.model_path)
         model.load_state_dict(load_model(init_ckpt, expect=args.model).state_dict(), strict=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = torch.optim.Adam(model.param_groups(), lr=args.lr)
     amp = autocast(env.device, args.amp)
     quantizer = training_quantizer(args.quantize, init_ckpt)
 
     def step(net, batch, s):
-        """Reconstruction MSE under this step's channel masks (+ cross-entropy of a classifier head)."""
+        """Reconstruction MSE, or the rate-distortion loss, under this step's channel masks (+ cross-entropy
+        of a classifier head)."""
         drop_now = s.ramp(max_drop)
         mask = env.shard(sample_masks(args.drop_mode, args.batch_size, channels, drop_now, s.generator))
         x = to_device(batch["x"], env.device, args.channels_last)
         with amp:
             out = net(x, mask.to(env.device), quantizer)
-        loss = F.mse_loss(out["x_hat"].float(), x)
+        loss, logs = rd_terms(out, x)
         if "logits" in out:
             loss = loss + args.cls_weight * F.cross_entropy(out["logits"].float(), batch["label"].to(env.device))
-        return loss, {"max_drop": drop_now}
+        return loss, {"max_drop": drop_now, **logs}
 
     val_loader = DataLoader(spaced(val_ds, args.val_frames), batch_size=8)
     val_levels = sorted({round(f * channels) for f in VAL_FRACTIONS})

@@ -33,7 +33,8 @@ Writes to ``--out``: results.json = {"config": {...}, "results": [{"method", "lo
 "rd_under_loss": [rows as "results" plus "budget"], "bd_rate": [{"method", "anchor", "loss_model", "loss_rate",
 "burst_len", "bd_rate"}]} (null where not measured;
 with ``--classifier`` a row "original" per rate holds its accuracy on the uncompressed frames),
-results.md (the same as a table), quality_vs_loss.png, rd_curve.png (0 % loss: ours per ``--rd-bits``,
+results.md (the same as a table), quality_vs_loss.png, rd_curve.png (0 % loss: ours per ``--rd-bits``, or
+per quality level of a model with quality levels and learned tables (LRAE_RD, evaluated at ``--quality``),
 the baselines over their quality range) and strip.png (frames at about 30 % loss). With ``--bitrates``
 (payload bytes per frame, or ``kbps:N`` at ``--fps``) every baseline is also matched to each budget and
 ours runs at each of its rate points (``--rd-bits``), under every loss rate: ``rd_under_loss`` rows,
@@ -53,6 +54,7 @@ import sys
 
 import torch
 
+from codec.packetize import check_quality
 from data import DataError
 from evaluation import rd
 from evaluation import runner as evaluation
@@ -98,7 +100,10 @@ def parse_args(argv):
     p.add_argument("--bits", type=int, default=None,
                    help="quantisation bits of our codec (default: the checkpoint's calibration, else 4)")
     p.add_argument("--rd-bits", type=int_list, default="2,3,4,5,6",
-                   help="quantiser bits of our RD points at 0 %% loss ('none': skip the RD curves)")
+                   help="quantiser bits of our RD points at 0 %% loss; a model with learned tables (LRAE_RD) runs "
+                        "each of its quality levels instead ('none': skip the RD curves)")
+    p.add_argument("--quality", type=int, default=None,
+                   help="quality level of a model with levels (LRAE_RD) in the loss runs (default: the top one)")
     p.add_argument("--bitrates", default="none",
                    help="budgets of the RD curves under loss: payload bytes per frame (1000,2000,4000) or kbps:N at "
                         "--fps; each baseline is matched to each, ours runs at each --rd-bits ('none': skip)")
@@ -145,7 +150,8 @@ def evaluate_clip(args, model, codec, temporal, ckpt, classifier, seq, rates, ba
     """One stream: the runs per loss condition, the RD points at 0 % loss and (``budgets``) under loss."""
     result = evaluation.evaluate_sequence(model, codec, temporal, seq, mode=args.loss, rates=rates,
                                           baselines=baselines, seed=args.seed, burst_len=args.burst_len,
-                                          classifier=classifier, strip_rate=args.strip_rate, fps=args.fps)
+                                          classifier=classifier, strip_rate=args.strip_rate, fps=args.fps,
+                                          quality=args.quality)
     result["rd"] = rd.rd_points(model, ckpt, seq.frames, args.rd_bits, baselines)
     result["rd_under_loss"] = rd.rd_under_loss(
         model, ckpt, temporal, seq.frames, losses=result["losses"], budgets=budgets,
@@ -165,6 +171,7 @@ def run(args):
     if args.max_frames < 0 or args.size < 8:
         raise SystemExit(f"error: need --max-frames >= 0 and --size >= 8, got {args.max_frames}, {args.size}")
     model, codec, temporal, ckpt, classifier, cls_ckpt = load_models(args)
+    args.quality = check_quality(codec.levels - 1 if args.quality is None else args.quality, codec)
     try:
         model.check_size(args.size, args.size)
     except ValueError as e:
@@ -203,7 +210,8 @@ def run(args):
         "burst_len": args.burst_len if {"burst", "ge"} & set(args.loss) else None, "rates": rates,
         "baselines": baselines,
         "methods": list(dict.fromkeys(r["method"] for r in rows)), "bits": codec.bits,
-        "quant_mode": "calibrated" if codec.mode == 0 else "per-frame", "rd_bits": args.rd_bits, "seed": args.seed,
+        "quant_mode": ("calibrated", "per-frame", "learned")[codec.mode], "quality": args.quality,
+        "rd_bits": args.rd_bits, "seed": args.seed,
         "packet_payload": MTU, "draw_slots": evaluation.DRAW_SLOTS,
         "target_bytes": float(sum(c["target_bytes"] for c in clips) / len(clips)),
         "our_packets": max(c["our_packets"] for c in clips), "fps": args.fps, "bitrates": budgets,

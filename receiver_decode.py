@@ -27,7 +27,7 @@ the live path, timed as ``zero_fill_ms``. metrics.jsonl adds ``concealment_zero_
 side_by_side.mp4 (original | zero-fill | ConvLSTM fill, labelled).
 
 Writes to ``--out-dir``: frame_NNNNN.png (and decoded.mp4 with ``--mp4``), metrics.jsonl (one line
-per frame: frame, status, bytes, packets, channels_received, latency_ms, stage times, psnr/ssim with
+per frame: frame, status, quality, bytes, packets, channels_received, latency_ms, stage times, psnr/ssim with
 ``--reference``, pred with a classifier) and summary.json, also printed at exit. Later streams of
 the same run go to stream_NN/ subfolders. It serves stream after stream until Ctrl+C (``--once``:
 exit after one stream). A run never destroys an earlier one: an ``--out-dir`` holding files is refused
@@ -172,21 +172,21 @@ class FrameSink:
         self.stream_frames += 1
         t0 = time.perf_counter()
         if frame.assembly is not None:
-            z, mask = frame.assembly.result()
+            (z, mask), quality = frame.assembly.result(), frame.assembly.quality
         else:
-            z, mask = torch.zeros(1, *frame.geometry), torch.zeros(1, c)
+            z, mask, quality = torch.zeros(1, *frame.geometry), torch.zeros(1, c), None
         received = int(mask.sum())
         status = "ok" if received == c else ("partial" if frame.assembly is not None else "lost")
         late = (self.args.max_lag_ms > 0 and frame.capture is not None
                 and (time.time() - frame.capture) * 1e3 > self.args.max_lag_ms)
-        shown = self.player.show(z, mask, late)
+        shown = self.player.show(z, mask, late, quality)
         x_hat, fill_s, concealment = shown.x_hat, shown.fill_s, shown.concealment
         decode_s = time.perf_counter() - t0 - fill_s
         done = time.time()
         rec = {"stream": f"{frame.stream_id:08x}", "frame": frame.index, "status": status,
                "bytes": frame.bytes, "packets": len(frame.received), "packets_expected": frame.packet_count or None,
                "received_packets": sorted(frame.received), "channels_received": received, "channels": c,
-               "concealment": concealment, "close_reason": frame.reason,
+               "concealment": concealment, "close_reason": frame.reason, "quality": self.player.quality,
                "latency_ms": None, "arrival_ms": None, "wait_ms": None,
                "entropy_ms": round(frame.entropy_s * 1e3, 3), "fill_ms": round(fill_s * 1e3, 3),
                "decode_ms": round(decode_s * 1e3, 3)}
@@ -207,7 +207,7 @@ class FrameSink:
             names = getattr(self.classifier if self.classifier is not None else self.model, "classes", None)
             if names and rec["pred"] < len(names):
                 rec["pred_class"] = names[rec["pred"]]
-        compare = (z, mask, late) if self.compare else None  # decoded in the writer thread
+        compare = (z, mask, late, quality) if self.compare else None  # decoded in the writer thread
         sbs = self.dir / "side_by_side.mp4" if self.compare and self.args.reference else None
         self.writer.call(self._record, rec, x_hat, compare, self.reference, sbs)
         if self.args.png:

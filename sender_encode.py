@@ -7,6 +7,8 @@ Start the receiver first (receiver_decode.py); the seed's command works as is::
     python sender_encode.py --input clip.mp4 --model-path LRAE_VC_final_w_random_drops.pth --port 8080 \\
         --loss random:0.3 --seed 1                     # emulate 30 % packet loss (reproducible)
     python sender_encode.py --model-path CKPT --transport udp --fps 30 --deadline-ms 30 --key-file key.txt
+    python sender_encode.py --model-path LRAE_RD.pth --kbps 300 --fps 30   # a model with quality levels
+    python sender_encode.py --model-path LRAE_RD.pth --quality 2           # one fixed level
 
 Input: ``--input`` (video file, frame folder or "sample", the embedded clip; the default) or the
 seed's ``--input_dir``; frames are resized and center-cropped to ``--size``. The model class comes
@@ -19,8 +21,15 @@ seeded by ``--seed``: frame i loses the slots of row i of evaluate.py's draws fo
 connecting for ``--connect-timeout`` s if the receiver is not up yet, waits (as long again) if the
 receiver says it is busy with another sender, fails if it refuses, and reports ``end_confirmed``:
 whether the receiver acknowledged the end-of-stream packet (null over UDP).
-Prints a summary (frames, bytes/frame, packets, stage times) at the end; ``--stats`` writes one
-JSON line per frame.
+Prints a summary (frames, bytes/frame, achieved kbit/s, packets, stage times) at the end; ``--stats``
+writes one JSON line per frame.
+
+Quality levels (a model with learned tables, LRAE_RD; others have only level 0): ``--quality Q`` codes
+every frame at level Q (default: the top level); ``--kbps N`` (needs ``--fps`` > 0) picks the level
+frame by frame to hold N kbit/s of coded packets (headers included, before any emulated loss): a leaky
+bucket whose fullness (bytes sent beyond the budget so far) is paid back over the next few frames, a PI
+controller on the coded size with the levels as actuator (codec/rate.py). The first frame is coded at
+every level once to learn the sizes of the levels.
 """
 
 from __future__ import annotations
@@ -34,14 +43,15 @@ import time
 
 import torch
 
-from codec.packetize import packetize_latent
+from codec.packetize import check_quality, encode_latent, packetize_latent
+from codec.rate import RateController
 from codec.wire import MAX_BITS, MAX_PACKETS_PER_FRAME, MAX_PAYLOAD, MIN_BITS, end_packet, read_key
 from data import DataError, read_frames
 from models import load_codec_model
 from network.loss import LossEmulator
 from network.transport import TRANSPORTS, open_sender
 from playback.output import percentile
-from utils.argtypes import int_in, non_negative
+from utils.argtypes import int_in, non_negative, positive
 from utils.checkpoint import CheckpointError
 
 log = logging.getLogger("sender")
@@ -71,6 +81,11 @@ def parse_args(argv):
                    help="latent channels grouped per packet")
     p.add_argument("--max-payload", type=int_in(16, MAX_PAYLOAD), default=MAX_PAYLOAD,
                    help="payload bytes per packet at most")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--quality", type=int_in(0, 255), default=None,
+                      help="quality level of every frame (a model with levels; default: its top level)")
+    rate.add_argument("--kbps", type=positive(), default=None,
+                      help="target bitrate: pick the quality level per frame to hold it (needs --fps > 0)")
     p.add_argument("--max-frames", type=int_in(1), default=None, help="stop after this many frames")
     p.add_argument("--loop", action="store_true", help="restart the input when it ends (use with --max-frames)")
     p.add_argument("--key-file", default=None, help="shared HMAC-SHA256 key file")
@@ -95,6 +110,14 @@ def stream(args) -> dict:
     model, codec, _ = load_codec_model(args.model_path, bits=args.bits, max_payload=args.max_payload,
                                        channels_per_packet=args.channels_per_packet)
     model.check_size(args.size, args.size)
+    control = None
+    if args.kbps is not None:
+        if codec.levels < 2:
+            raise ValueError(f"--kbps needs a model with quality levels; {model.model_name} has one (use --bits)")
+        if args.fps <= 0:
+            raise ValueError("--kbps needs a frame rate (--fps > 0)")
+        control = RateController(args.kbps, args.fps, codec.levels)
+    fixed = check_quality(codec.levels - 1 if args.quality is None else args.quality, codec)
     key = read_key(args.key_file)
     emulator = LossEmulator(args.loss, args.seed)
     frames = looped(args.input, args.size) if args.loop else read_frames(args.input, size=args.size)
@@ -103,17 +126,22 @@ def stream(args) -> dict:
     interval = 1.0 / args.fps if args.fps > 0 else 0.0
     deadline = args.deadline_ms / 1000.0
     with torch.no_grad():  # warm-up (allocator, kernels, entropy tables) before the clock starts
-        packetize_latent(model.encode(torch.zeros(1, 3, args.size, args.size))[0], 0, codec)
+        packetize_latent(encode_latent(model, torch.zeros(1, 3, args.size, args.size), codec, fixed)[0], 0, codec,
+                         quality=fixed)
     stats_file = open(args.stats, "w", buffering=1) if args.stats else None
     sender = open_sender(args.transport, args.host, args.port, args.connect_timeout)
-    log.info("streaming %s to %s:%d over %s as stream %08x (%s, latent %dx%dx%d, %d bits, %s ranges)",
+    log.info("streaming %s to %s:%d over %s as stream %08x (%s, latent %dx%dx%d, %d bits, %s, %s)",
              args.input, args.host, args.port, args.transport, stream_id, model.model_name, *geometry,
-             codec.bits, "calibrated" if codec.mode == 0 else "per-frame")
+             codec.bits, ("calibrated ranges", "per-frame ranges", "learned tables")[codec.mode],
+             f"rate control to {args.kbps:g} kbit/s" if control is not None else f"quality {fixed}")
     rows, count, t0 = [], 0, None
     try:
         for i, frame in enumerate(frames):
             if args.max_frames is not None and i >= args.max_frames:
                 break
+            x = frame[None].float() / 255.0
+            if control is not None and i == 0:  # before the clock starts: what each level costs on frame 0
+                control.start([coded_size(model, x, codec, q) for q in range(codec.levels)])
             if t0 is None:
                 t0 = time.monotonic()
             lag = time.monotonic() - (t0 + i * interval)
@@ -121,11 +149,15 @@ def stream(args) -> dict:
                 time.sleep(-lag)
             capture = time.time()
             t1 = time.perf_counter()
+            quality = control.choose() if control is not None else fixed
             with torch.no_grad():
-                z = model.encode(frame[None].float() / 255.0)[0]
+                z = encode_latent(model, x, codec, quality)[0]
             t2 = time.perf_counter()
-            packets = packetize_latent(z, i, codec, stream_id=stream_id, capture_us=int(capture * 1e6), key=key)
+            packets = packetize_latent(z, i, codec, quality=quality, stream_id=stream_id,
+                                       capture_us=int(capture * 1e6), key=key)
             t3 = time.perf_counter()
+            if control is not None:
+                control.update(quality, sum(map(len, packets)))
             keep = emulator.pattern(i, len(packets))
             sent, sent_bytes, late = [], 0, 0
             for j, (packet, ok) in enumerate(zip(packets, keep)):
@@ -138,7 +170,7 @@ def stream(args) -> dict:
                 sent.append(j)
                 sent_bytes += len(packet)
             t4 = time.perf_counter()
-            row = {"frame": i, "packets": len(packets), "sent": sent, "bytes_sent": sent_bytes,
+            row = {"frame": i, "quality": quality, "packets": len(packets), "sent": sent, "bytes_sent": sent_bytes,
                    "bytes_encoded": sum(map(len, packets)), "deadline_dropped": late,
                    "lag_ms": round(max(lag, 0.0) * 1e3, 3), "encode_ms": round((t2 - t1) * 1e3, 3),
                    "entropy_ms": round((t3 - t2) * 1e3, 3), "send_ms": round((t4 - t3) * 1e3, 3)}
@@ -158,14 +190,24 @@ def stream(args) -> dict:
         sender.close()
         if stats_file:
             stats_file.close()
-    return {**summarize(rows, stream_id), "end_confirmed": end_confirmed}
+    return {**summarize(rows, stream_id, args.fps, args.kbps), "end_confirmed": end_confirmed}
 
 
-def summarize(rows: list[dict], stream_id: int) -> dict:
+@torch.no_grad()
+def coded_size(model, x: torch.Tensor, codec, quality: int) -> int:
+    """Bytes of packets of frame x at ``quality`` (the rate controller's first look at the levels)."""
+    return sum(map(len, packetize_latent(encode_latent(model, x, codec, quality)[0], 0, codec, quality=quality)))
+
+
+def summarize(rows: list[dict], stream_id: int, fps: float = 0.0, kbps: float | None = None) -> dict:
+    """The printed summary; ``kbps_encoded``: coded packets in kbit/s at ``fps`` (None at fps 0)."""
     n = len(rows)
+    encoded = sum(r["bytes_encoded"] for r in rows)
     out = {"stream": f"{stream_id:08x}", "frames": n,
            "packets_per_frame": sum(r["packets"] for r in rows) / n if n else None,
-           "bytes_per_frame_encoded": sum(r["bytes_encoded"] for r in rows) / n if n else None,
+           "kbps_encoded": encoded * 8 / 1000 * fps / n if n and fps > 0 else None, "kbps_target": kbps,
+           "quality_mean": sum(r["quality"] for r in rows) / n if n else None,
+           "bytes_per_frame_encoded": encoded / n if n else None,
            "bytes_per_frame_sent": sum(r["bytes_sent"] for r in rows) / n if n else None,
            "packets_lost_emulated": sum(r["packets"] - len(r["sent"]) - r["deadline_dropped"] for r in rows),
            "packets_deadline_dropped": sum(r["deadline_dropped"] for r in rows),

@@ -133,7 +133,8 @@ def fuzz_tcp(args, rng: random.Random) -> Counter:
             a, b = socket.socketpair()
             rx.conn = b
             b.settimeout(rx.packet_timeout)
-            blob = b"".join(LENGTH.pack(rng.choice([0, 3, 52, 1268, 1269, 2**32 - 1, rng.randrange(2000)]))
+            sizes = [0, 3, wire.HEADER_SIZE, wire.MAX_PACKET, wire.MAX_PACKET + 1, 2**32 - 1, rng.randrange(2000)]
+            blob = b"".join(LENGTH.pack(rng.choice(sizes))
                             + rng.randbytes(rng.randrange(0, 200)) for _ in range(rng.randrange(1, 5)))
             a.sendall(blob)
             if rng.random() < 0.5:

@@ -1,15 +1,15 @@
-"""The LRAE-VC packet format (version 1): one self-contained packet per channel group of a frame.
+"""The LRAE-VC packet format (version 2): one self-contained packet per channel group of a frame.
 
 Every integer is big-endian (``struct`` "!" formats). A packet is::
 
-    fixed header (52 B) | payload (payload_len <= 1200 B) | HMAC tag (16 B, only if flag bit 0)
+    fixed header (53 B) | payload (payload_len <= 1200 B) | HMAC tag (16 B, only if flag bit 0)
 
 Fixed header:
 
 | offset | size | field          | format | meaning                                                        |
 |-------:|-----:|----------------|:------:|----------------------------------------------------------------|
 |      0 |    4 | magic          | 4s     | ``b"LRVC"``                                                    |
-|      4 |    1 | version        | B      | 1; any other value is refused ("unknown version")              |
+|      4 |    1 | version        | B      | 2; any other value is refused ("version" drop)                 |
 |      5 |    1 | flags          | B      | bit 0: HMAC tag appended; bit 1: end of stream; others 0       |
 |      6 |    4 | stream_id      | I      | random per sender run; packets of another stream are foreign   |
 |     10 |    4 | frame_index    | I      | 0, 1, 2, ... (end-of-stream packet: number of frames sent)     |
@@ -20,21 +20,29 @@ Fixed header:
 |     30 |    2 | channels       | H      | latent geometry C                                              |
 |     32 |    2 | height         | H      | latent geometry h                                              |
 |     34 |    2 | width          | H      | latent geometry w                                              |
-|     36 |    1 | bits           | B      | quantisation bits (2..8)                                       |
-|     37 |    1 | quant_mode     | B      | 0: calibrated ranges/tables; 1: per-frame ranges in the packet |
-|     38 |    2 | channel_start  | H      | first channel carried                                          |
-|     40 |    2 | channel_count  | H      | channels carried (contiguous); 1 if rows are split             |
-|     42 |    2 | row_start      | H      | first latent row carried (0 unless a channel is split)         |
-|     44 |    2 | row_count      | H      | rows carried (h unless a channel is split)                     |
-|     46 |    2 | payload_len    | H      | bytes of payload that follow (<= 1200)                         |
-|     48 |    4 | crc32          | I      | zlib.crc32 of bytes 0..47 followed by the payload              |
+|     36 |    1 | bits           | B      | quantisation bits (2..8); 8 in mode 2                          |
+|     37 |    1 | quant_mode     | B      | 0: calibrated ranges/tables; 1: per-frame ranges in the packet;|
+|        |      |                |        | 2: learned integer tables per quality level (no DPCM)          |
+|     38 |    1 | quality        | B      | quality level the frame was coded at (0 in modes 0 and 1)      |
+|     39 |    2 | channel_start  | H      | first channel carried                                          |
+|     41 |    2 | channel_count  | H      | channels carried (contiguous); 1 if rows are split             |
+|     43 |    2 | row_start      | H      | first latent row carried (0 unless a channel is split)         |
+|     45 |    2 | row_count      | H      | rows carried (h unless a channel is split)                     |
+|     47 |    2 | payload_len    | H      | bytes of payload that follow (<= 1200)                         |
+|     49 |    4 | crc32          | I      | zlib.crc32 of bytes 0..48 followed by the payload              |
+
+Version 1 (52 B, no ``quality`` byte; every later field one byte earlier) is refused with
+"wire version 1 packet: this receiver speaks version 2; update the sender" (a drop, reason "version").
 
 Payload = a channel table, then the coded channels back to back. One table entry per channel:
-``length`` (H, coded bytes of that channel) in mode 0; in mode 1 also ``lo`` (f), ``hi`` (f) - the
+``length`` (H, coded bytes of that channel) in modes 0 and 2; in mode 1 also ``lo`` (f), ``hi`` (f) - the
 channel's quantiser range as float32 - and ``centre`` (B), ``table_width`` (B) - the parametric
 entropy table used (codec/entropy.py). The lengths must add up to the payload exactly. A coded
 channel is the range-coded row-DPCM residuals of its ``row_count x width`` quantised symbols
-(codec/entropy.py: integer tables, big-endian 32-bit words, trailing zero bytes trimmed).
+(codec/entropy.py: integer tables, big-endian 32-bit words, trailing zero bytes trimmed). In mode 2
+it is the channel's rounded latent values themselves, minus the table's offset and clamped into its
+support, coded with the table of (``quality``, channel) stored in the checkpoint (codec/learned.py).
+Every packet of a frame carries the same ``quality``; the receiver decodes the frame at that level.
 
 TCP carries each packet after a 4-byte big-endian length (network/transport.py); UDP one per datagram.
 An end-of-stream packet (flag bit 1) has no payload; its ``frame_index`` is the number of frames sent.
@@ -43,8 +51,8 @@ HMAC (``--key-file``): HMAC-SHA256 over header and payload, truncated to 16 byte
 A receiver with a key drops packets without a valid tag; one without a key drops tagged packets.
 
 The fingerprint is the first 4 bytes of SHA-256 over the model name, its constructor arguments,
-its weights and (mode 0) the calibration tensors: a receiver running another model, other weights
-or another calibration refuses the packets with a clear message instead of decoding garbage.
+its weights and (modes 0 and 2) the calibration or learned table tensors: a receiver running another
+model, other weights or another calibration refuses the packets with a clear message instead of decoding garbage.
 """
 
 from __future__ import annotations
@@ -60,18 +68,19 @@ import numpy as np
 import torch
 
 MAGIC = b"LRVC"
-VERSION = 1
-HEADER = struct.Struct("!4sBBIIQHH4sHHHBBHHHHHI")
-HEADER_SIZE = HEADER.size  # 52
+VERSION = 2
+HEADER = struct.Struct("!4sBBIIQHH4sHHHBBBHHHHHI")
+HEADER_SIZE = HEADER.size  # 53
 CRC_OFFSET = HEADER_SIZE - 4
 MAX_PAYLOAD = 1200
 TAG_SIZE = 16
-MAX_PACKET = HEADER_SIZE + MAX_PAYLOAD + TAG_SIZE  # 1268: fits a 1500-byte MTU with IP/UDP headers
+MAX_PACKET = HEADER_SIZE + MAX_PAYLOAD + TAG_SIZE  # 1269: fits a 1500-byte MTU with IP/UDP headers
 MAX_PACKETS_PER_FRAME = 1024
 MAX_LATENT_VALUES = 1 << 22  # C*h*w bound: a receiver never allocates more than 16 MB per frame
 FLAG_HMAC, FLAG_END = 1, 2
-MODE_CALIBRATED, MODE_FRAME = 0, 1
-ENTRY = {MODE_CALIBRATED: struct.Struct("!H"), MODE_FRAME: struct.Struct("!HffBB")}
+MODE_CALIBRATED, MODE_FRAME, MODE_LEARNED = 0, 1, 2
+LENGTH_ONLY = (MODE_CALIBRATED, MODE_LEARNED)  # entries are just the coded length
+ENTRY = {MODE_CALIBRATED: struct.Struct("!H"), MODE_FRAME: struct.Struct("!HffBB"), MODE_LEARNED: struct.Struct("!H")}
 MIN_BITS, MAX_BITS = 2, 8
 
 
@@ -96,6 +105,7 @@ class Header:
     width: int
     bits: int
     quant_mode: int
+    quality: int = 0
     channel_start: int = 0
     channel_count: int = 0
     row_start: int = 0
@@ -130,7 +140,7 @@ def pack(header: Header, entries: list[Entry], key: bytes | None = None) -> byte
     """Serialise one packet. Raises ValueError if it does not fit the format's limits."""
     entry_fmt = ENTRY[header.quant_mode]
     table = b"".join(
-        entry_fmt.pack(len(e.data)) if header.quant_mode == MODE_CALIBRATED
+        entry_fmt.pack(len(e.data)) if header.quant_mode in LENGTH_ONLY
         else entry_fmt.pack(len(e.data), e.lo, e.hi, e.centre, e.table_width) for e in entries)
     payload = table + b"".join(e.data for e in entries)
     if len(payload) > MAX_PAYLOAD:
@@ -138,7 +148,7 @@ def pack(header: Header, entries: list[Entry], key: bytes | None = None) -> byte
     flags = (FLAG_HMAC if key else 0) | (FLAG_END if header.end else 0)
     fields = (MAGIC, VERSION, flags, header.stream_id, header.frame_index, header.capture_us,
               header.packet_index, header.packet_count, header.fingerprint, header.channels,
-              header.height, header.width, header.bits, header.quant_mode, header.channel_start,
+              header.height, header.width, header.bits, header.quant_mode, header.quality, header.channel_start,
               len(entries), header.row_start, header.row_count, len(payload))
     head = HEADER.pack(*fields, 0)[:CRC_OFFSET]
     crc = zlib.crc32(payload, zlib.crc32(head))
@@ -150,7 +160,7 @@ def pack(header: Header, entries: list[Entry], key: bytes | None = None) -> byte
 
 def end_packet(stream_id: int, frames: int, capture_us: int, fingerprint: bytes,
                geometry: tuple[int, int, int], bits: int, quant_mode: int, key: bytes | None = None) -> bytes:
-    """The end-of-stream packet: ``frames`` frames (0..frames-1) were sent."""
+    """The end-of-stream packet: ``frames`` frames (0..frames-1) were sent (quality 0)."""
     c, h, w = geometry
     return pack(Header(stream_id, frames, capture_us, 0, 0, fingerprint, c, h, w, bits, quant_mode,
                        end=True), [], key)
@@ -164,14 +174,18 @@ def parse(data: bytes, key: bytes | None = None) -> Packet:
     n = len(data)
     if n > MAX_PACKET:
         raise PacketError("oversized", f"packet of {n} B exceeds the {MAX_PACKET} B limit")
+    if n >= 5 and bytes(data[:4]) == MAGIC and data[4] != VERSION:  # before the length: v1 headers are shorter
+        version = data[4]
+        if version == 1:
+            raise PacketError("version", f"wire version 1 packet: this receiver speaks version {VERSION}; "
+                                         "update the sender")
+        raise PacketError("version", f"unknown packet version {version} (this receiver reads {VERSION})")
     if n < HEADER_SIZE:
         raise PacketError("truncated", f"packet of {n} B is shorter than the {HEADER_SIZE} B header")
-    (magic, version, flags, stream_id, frame, capture, p_index, p_count, fp, c, h, w, bits, mode,
+    (magic, version, flags, stream_id, frame, capture, p_index, p_count, fp, c, h, w, bits, mode, quality,
      c_start, c_count, r_start, r_count, p_len, crc) = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise PacketError("magic", f"not an LRAE-VC packet (magic {magic!r})")
-    if version != VERSION:
-        raise PacketError("version", f"unknown packet version {version} (this receiver reads {VERSION})")
     if flags & ~(FLAG_HMAC | FLAG_END):
         raise PacketError("fields", f"unknown flag bits 0x{flags:02x}")
     tagged = bool(flags & FLAG_HMAC)
@@ -191,7 +205,7 @@ def parse(data: bytes, key: bytes | None = None) -> Packet:
         if not hmac.compare_digest(tag, bytes(data[HEADER_SIZE + p_len:])):
             raise PacketError("auth", "HMAC mismatch (wrong key or forged packet)")
     end = bool(flags & FLAG_END)
-    header = Header(stream_id, frame, capture, p_index, p_count, fp, c, h, w, bits, mode,
+    header = Header(stream_id, frame, capture, p_index, p_count, fp, c, h, w, bits, mode, quality,
                     c_start, c_count, r_start, r_count, end)
     _check_fields(header, p_len)
     if end:
@@ -211,6 +225,8 @@ def _check_fields(hd: Header, p_len: int) -> None:
         bad(f"quantisation bits {hd.bits} outside {MIN_BITS}..{MAX_BITS}")
     if hd.quant_mode not in ENTRY:
         bad(f"unknown quantisation mode {hd.quant_mode}")
+    if hd.quality and hd.quant_mode != MODE_LEARNED:
+        bad(f"quality {hd.quality} with uniform quantisation (mode {hd.quant_mode} has only quality 0)")
     if hd.end:
         if hd.packet_count or hd.channel_count or p_len:
             bad("end-of-stream packet with data")
@@ -238,7 +254,7 @@ def _entries(hd: Header, body: memoryview) -> tuple[Entry, ...]:
     for i, row in enumerate(rows):
         data = bytes(body[pos:pos + row[0]])
         pos += row[0]
-        if hd.quant_mode == MODE_CALIBRATED:
+        if hd.quant_mode in LENGTH_ONLY:
             entries.append(Entry(hd.channel_start + i, data))
             continue
         _, lo, hi, centre, width = row

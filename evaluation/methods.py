@@ -10,8 +10,9 @@ One :class:`Method` entry per method says what it is and everything the runner a
 - ``fec``: packet-level FEC overhead fraction (:mod:`evaluation.h264`);
 - ``sweep``: the settings of its rate-distortion curve at 0 % loss (``sweep_key``: quality or crf);
 - ``strip``: shown in strip.png; ``even_size``: needs even frame sides (H.264's yuv420p);
-- ours: ``rate_points(model, ckpt, spec) -> [(params, wire codec)]``, the operating points of our codec
-  (today one per quantiser bit depth of ``--rd-bits``; a variable-rate model adds its quality levels here).
+- ours: ``rate_points(model, ckpt, spec) -> [(params, wire codec)]``, the operating points of our codec:
+  one per quantiser bit depth of ``--rd-bits``, or for a model with learned tables (wire mode 2, LRAE_RD)
+  one per quality level (``params = {"quality": q}``; the bits do not apply).
 
 Adding a baseline is one ``register(Method(...))`` below with a ``build`` function
 ``(method, frames, target_bytes, setting, mtu, qualities, keyint, preset) -> run(draws) -> BaselineResult``
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from codec.packetize import codec_from_checkpoint
+from codec.wire import MODE_LEARNED
 from evaluation.baselines import QUALITIES, ImageCodec
 from evaluation.h264 import encode_h264, matched_h264
 from evaluation.packets import MTU, BaselineResult
@@ -90,15 +92,20 @@ def _h264(m: Method, frames, target_bytes, setting, mtu, qualities, keyint, pres
     return lambda draws: stream.run(draws, fec=m.fec, mtu=mtu, method=m.name)
 
 
-def quantiser_bits(model, ckpt: dict | None, bits: Iterable[int]) -> list[tuple[dict, object]]:
-    """Ours' rate points today: one wire codec per quantiser bit depth (calibration from ``ckpt``)."""
+def our_rate_points(model, ckpt: dict | None, bits: Iterable[int]) -> list[tuple[dict, object]]:
+    """Ours' rate points: each quality level of a learned-mode codec, else one wire codec per quantiser
+    bit depth (calibration from ``ckpt``)."""
+    bits = list(bits)
+    codec = codec_from_checkpoint(model, ckpt)
+    if codec.mode == MODE_LEARNED and bits:  # no bits ("--rd-bits none"): no rate points
+        return [({"quality": q}, codec) for q in range(codec.levels)]
     return [({"bits": int(b)}, codec_from_checkpoint(model, ckpt, bits=int(b))) for b in bits]
 
 
 OURS = register(Method("ours", "ours", ("C3", "o", "-"), strip=True, fill=DEFAULT_POLICY,
-                     rate_points=quantiser_bits))
+                     rate_points=our_rate_points))
 OURS_TEMPORAL = register(Method("ours+convlstm", "ours", ("C1", "s", "-"), strip=True, fill="convlstm",
-                                rate_points=quantiser_bits))
+                                rate_points=our_rate_points))
 ORIGINAL = register(Method("original", "reference", ("k", "", ":")))
 register(Method("jpeg", "baseline", ("C0", "^", "--"), "jpeg", partial(_image, "jpeg", False), sweep=RD_QUALITIES,
                 sweep_key="quality", strip=True))

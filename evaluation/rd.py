@@ -6,8 +6,9 @@
   under each loss condition with ONE draw per condition shared by every method and rate point.
 - :func:`bd_rates`: BD-rate (utils.metrics.bd_rate) of ours against each baseline per loss condition.
 
-Ours' rate points come from the ``rate_points`` hook of its entry in evaluation/methods.py (today one per
-quantiser bit depth); methods, FEC, sweeps and styles come from that registry too.
+Ours' rate points come from the ``rate_points`` hook of its entry in evaluation/methods.py (one per
+quantiser bit depth, or per quality level of a model with learned tables); methods, FEC, sweeps and
+styles come from that registry too.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def rd_points(model, ckpt: dict | None, frames: torch.Tensor, bits: list[int], b
     hook, today quantiser ``bits``), and each selected baseline with a ``sweep`` over its settings."""
     reference = as_frames(frames)
     clean = torch.ones(len(reference), DRAW_SLOTS)
-    jobs = [(OURS, params, lambda c=c: OurCodec(model, c, frames).run(clean))
+    jobs = [(OURS, params, lambda c=c, q=params.get("quality", 0): OurCodec(model, c, frames, quality=q).run(clean))
             for params, c in methods.OURS.rate_points(model, ckpt, bits)]
     for m in (methods.METHODS[b] for b in baselines):
         jobs += [(m.name, {m.sweep_key: s}, lambda m=m, s=s: from_baseline(make_baseline(m.name, reference, setting=s)(
@@ -91,7 +92,8 @@ def rd_under_loss(model, ckpt: dict | None, temporal, frames: torch.Tensor, *,
     """
     reference = as_frames(frames)
     fills = our_fills(temporal)
-    ours = [OurCodec(model, codec, frames, temporal) for _, codec in methods.OURS.rate_points(model, ckpt, rate_spec)]
+    ours = [OurCodec(model, codec, frames, temporal, params.get("quality", 0))
+            for params, codec in methods.OURS.rate_points(model, ckpt, rate_spec)]
     jobs = [(None, fill, codec) for codec in ours for fill in fills]
     jobs += [(b, None, make_baseline(m, reference, target_bytes=b)) for b in budgets for m in tqdm(
         baselines, desc=f"encode baselines at {b:.0f} B/frame", disable=not progress, leave=False)]

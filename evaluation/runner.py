@@ -25,7 +25,7 @@ Ours (:class:`OurCodec`): each frame is encoded once - encoder, quantiser, entro
 its state carried across frames. Policies: ``zero+repeat-last`` (row "ours": lost channels zero, a
 frame of which nothing arrived repeats the last shown frame) and ``convlstm`` ("ours+convlstm": the
 ConvLSTM fill, always decoded). A frame is *fresh* if at least one of its packets arrived. Bytes are
-payload bytes (packet minus the 52-byte header), as for the baselines.
+payload bytes (packet minus the 53-byte header), as for the baselines.
 
 Metrics (:func:`score`): on the displayed 8-bit RGB frames against the originals - mean per-frame PSNR,
 SSIM and MS-SSIM (None when the frames are <= 160 px), SSIM in dB of the mean SSIM, mean payload bytes
@@ -49,8 +49,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from codec.packetize import decode_packets, encode_frame
-from codec.wire import HEADER_SIZE, MAX_PACKETS_PER_FRAME
+from codec.packetize import decode_frame, encode_frame
+from codec.wire import HEADER_SIZE, MAX_PACKETS_PER_FRAME, MODE_LEARNED
 from data import DataError, FrameDataset, load_videos, split_videos
 from evaluation import methods
 from evaluation.baselines import PIL_FORMATS, decode_image, encode_image
@@ -217,16 +217,18 @@ class Shown:
 
 
 class OurCodec:
-    """Our codec on a fixed sequence: encodes once, then plays any loss draw through the receiver's path
-    (codec.packetize.decode_packets, then playback.conceal.Player with a concealment policy)."""
+    """Our codec on a fixed sequence: encodes once (at ``quality``, a learned-mode codec's level), then plays
+    any loss draw through the receiver's path (codec.packetize.decode_frame, then playback.conceal.Player
+    with a concealment policy, decoding at the quality the packets carry)."""
 
-    def __init__(self, model, codec, frames: torch.Tensor, temporal=None):
-        self.model, self.codec, self.temporal = model, codec, temporal
+    def __init__(self, model, codec, frames: torch.Tensor, temporal=None, quality: int = 0):
+        self.model, self.codec, self.temporal, self.quality = model, codec, temporal, quality
         self.geometry = tuple(model.latent_shape(frames.shape[-2], frames.shape[-1]))
         if len(frames):  # warm-up, untimed: the first call pays for allocations and lazy set-up
-            Player(model).show(*decode_packets(encode_frame(model, frames[0], 0, codec), codec, self.geometry))
+            asm = decode_frame(encode_frame(model, frames[0], 0, codec, quality), codec, self.geometry)
+            Player(model).show(*asm.result(), quality=asm.quality)
         t0 = time.perf_counter()
-        self.packets = [encode_frame(model, x, f, codec) for f, x in enumerate(frames)]
+        self.packets = [encode_frame(model, x, f, codec, quality) for f, x in enumerate(frames)]
         self.encode_ms = 1000.0 * (time.perf_counter() - t0) / max(len(frames), 1)
         self.nbytes = np.array([sum(len(p) - HEADER_SIZE for p in ps) for ps in self.packets], np.int64)
         self.counts = np.array([len(ps) for ps in self.packets], np.int64)
@@ -247,8 +249,9 @@ class OurCodec:
                 raise ValueError(f"frame {f} has {len(packets)} packets, the draw {draws.shape[1]} slots")
             got = [p for p, ok in zip(packets, draws[f, :len(packets)].tolist()) if ok > 0.5]
             t0 = time.perf_counter()
-            z, mask = decode_packets(got, self.codec, self.geometry)
-            out = player.show(z, mask)
+            asm = decode_frame(got, self.codec, self.geometry)
+            z, mask = asm.result()
+            out = player.show(z, mask, quality=asm.quality)
             if out.decoded:
                 spent += time.perf_counter() - t0
                 decoded += 1
@@ -257,9 +260,10 @@ class OurCodec:
             shown.append(metrics.to_uint8(out.x_hat))
             fresh.append(bool(got))
             masks.append(mask[0])
+        params = {"bits": self.codec.bits, "quant_mode": self.codec.mode, "fill": player.policy}
         return Shown(method_name(player.policy), as_frames(torch.cat(shown)), np.array(fresh), self.nbytes.copy(),
                      self.counts.copy(), self.encode_ms, 1000.0 * spent / decoded if decoded else math.nan,
-                     {"bits": self.codec.bits, "quant_mode": self.codec.mode, "fill": player.policy},
+                     {**params, "quality": self.quality} if self.codec.mode == MODE_LEARNED else params,
                      torch.cat(heads) if heads else None, torch.stack(masks))
 
 
@@ -350,25 +354,24 @@ def our_fills(temporal) -> list[str]:
 
 
 def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str | list[str], rates: list[float],
-                      baselines: list[str],
-                      seed: int, burst_len: float = DEFAULT_BURST_LEN, classifier=None, strip_rate: float = 0.3,
-                      fps: float = DEFAULT_FPS, progress: bool = True) -> dict:
+                      baselines: list[str], seed: int, burst_len: float = DEFAULT_BURST_LEN, quality: int = 0,
+                      classifier=None, strip_rate=0.3, fps: float = DEFAULT_FPS, progress: bool = True) -> dict:
     """Every method at every loss rate on one sequence.
     Returns {"rows", "strip", "target_bytes", "our_packets", "losses", "rates"}.
 
     ``mode`` is evaluate.py's --loss, one spec or several: a family swept over ``rates`` (random, ge, burst,
     tail) or a full spec (random:0.3, wifi, trace:FILE, ...; its rate is the model's); the result's
     "losses" are the (label, rate, loss model) conditions evaluated (:func:`loss_points`), "rates" their
-    rates. Ours
-    runs with each concealment policy of the registry's entries (:func:`our_fills`). Per rate ONE draw
-    (:func:`make_draws`) is made and handed to every method. The baselines' byte budget is our mean
-    payload bytes per frame (their matched-bytes searches run in make_baseline).
+    rates. Ours runs with each concealment policy of the registry's entries (:func:`our_fills`), coded at
+    ``quality`` (a learned-mode codec's level, else 0). Per rate ONE draw (:func:`make_draws`) is made and
+    handed to every method. The baselines' byte budget is our mean payload bytes per frame (their
+    matched-bytes searches run in make_baseline).
     ``strip`` holds the displayed frames of the registry's strip methods at the rate closest to ``strip_rate``.
     """
     reference = as_frames(seq.frames)
     for c in PIL_FORMATS:  # warm Pillow's codecs up, so the first timed encode is not a cold one
         decode_image(encode_image(reference[0], c))
-    ours = OurCodec(model, codec, seq.frames, temporal)
+    ours = OurCodec(model, codec, seq.frames, temporal, quality)
     our_packets = int(ours.counts.max())
     if ours.counts.min() != our_packets:
         log.warning("our frames use %d..%d packets; tail deadlines count from %d", ours.counts.min(), our_packets,

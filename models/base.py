@@ -19,6 +19,9 @@ class FrameCodec(nn.Module):
     model_name = "?"
     latent_channels: int
     stride: int
+    # Quality levels: a model with more than one (LRAE_RD) takes ``quality`` (0..levels-1) in encode and
+    # decode, and its wire codec codes each level with its own learned tables (codec/learned.py).
+    levels: int = 1
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -39,6 +42,11 @@ class FrameCodec(nn.Module):
             mask = torch.ones(z.shape[:2], device=z.device, dtype=z.dtype)
         z = apply_mask(z, mask)
         return {"x_hat": self.decode(z, mask), "z": z, "mask": mask}
+
+    def param_groups(self) -> list[dict]:
+        """Optimizer parameter groups; a group's ``lr_scale`` multiplies the schedule's learning rate
+        (training/engine.py). One group at the base rate unless a model says otherwise."""
+        return [{"params": list(self.parameters())}]
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(C, h, w) of the latent of an input of the given size."""

@@ -3,6 +3,7 @@
     player = Player(model, "zero+repeat-last")   # or Player(model, "convlstm", temporal=conv_lstm_ae)
     z, mask = assembly.result()                  # codec.packetize: (1,C,h,w), (1,C) float, 1 = received
     shown = player.show(z, mask)                 # shown.x_hat (1,3,H,W) in [0,1], shown.concealment
+    shown = player.show(z, mask, quality=assembly.quality)   # a model with quality levels (LRAE_RD)
 
 receiver_decode.py (FrameSink), evaluation/runner.py (OurCodec, hence evaluate.py and demo.py) and
 evaluation/temporal.py (whole clips, :func:`fill_clip`) all conceal through this module, so evaluation
@@ -27,6 +28,11 @@ done: None (all arrived and decoded), ``zero_fill``, ``copy_fill``, ``temporal``
 
 This package imports neither ``models`` nor ``data``: models arrive as objects, with their registered
 ``kind``.
+
+Quality levels: a model with ``levels`` > 1 (declared by its class, models/base.FrameCodec) decodes each
+frame at the level its packets carried (``quality``); a frame of which nothing arrived (quality None)
+is decoded at the last level seen. (The copy and ConvLSTM fills do not rescale a latent kept from a
+frame of another level.)
 """
 
 from __future__ import annotations
@@ -154,12 +160,16 @@ class Player:
         self.reset()
 
     def reset(self) -> None:
-        """A new stream: no state, no last frame."""
-        self.state, self.last = None, None
+        """A new stream: no state, no last frame, quality level 0."""
+        self.state, self.last, self.quality = None, None, 0
 
     @torch.no_grad()
-    def show(self, z: torch.Tensor, mask: torch.Tensor, late: bool = False) -> ShownFrame:
+    def show(self, z: torch.Tensor, mask: torch.Tensor, late: bool = False, quality: int | None = None) -> ShownFrame:
         received, channels = int(mask.sum()), mask.shape[1]
+        if quality is not None:
+            if not 0 <= quality < self.model.levels:
+                raise ValueError(f"quality {quality} outside the model's levels 0..{self.model.levels - 1}")
+            self.quality = quality
         t0 = time.perf_counter()
         z_used, used, self.state = self.fill.step(z, mask, self.state)
         fill_s = time.perf_counter() - t0
@@ -167,7 +177,8 @@ class Player:
             return ShownFrame(self.last, z_used, used, "skipped_late", fill_s, False)
         if self.last is not None and self.repeat_last and received == 0:
             return ShownFrame(self.last, z_used, used, "repeat_last", fill_s, False)
-        self.last = self.model.decode(z_used, used)
+        level = {"quality": self.quality} if self.model.levels > 1 else {}
+        self.last = self.model.decode(z_used, used, **level)
         if received == channels:
             label = None
         elif received == 0 and self.fill.name == "zero":

@@ -107,11 +107,16 @@ def header(**kw):
     return wire.Header(**base)
 
 
-def test_header_layout_is_52_bytes_big_endian():
-    assert wire.HEADER_SIZE == 52 and wire.HEADER.format.startswith("!")
+def test_header_layout_is_53_bytes_big_endian():
+    assert wire.HEADER_SIZE == 53 and wire.HEADER.format.startswith("!")
     p = wire.pack(header(), [wire.Entry(2, b"xyz", -1.0, 2.0, 5, 3)])
-    assert p[:4] == b"LRVC" and p[4] == 1
+    assert p[:4] == b"LRVC" and p[4] == 2
     assert struct.unpack("!I", p[10:14])[0] == 3  # frame index, network order
+    assert p[37] == 1 and p[38] == 0 and struct.unpack("!HH", p[39:43]) == (2, 1)  # mode, quality, channels
+    learned = wire.pack(header(quant_mode=wire.MODE_LEARNED, quality=5), [wire.Entry(2, b"xyz")])
+    assert learned[38] == 5 and wire.parse(learned).header.quality == 5
+    with pytest.raises(wire.PacketError, match="only quality 0"):  # uniform modes have one level
+        wire.parse(wire.pack(header(quality=1), [wire.Entry(2, b"xyz", -1.0, 2.0, 5, 3)]))
     parsed = wire.parse(p)
     assert parsed.header == header() and parsed.entries[0].data == b"xyz" and parsed.size == len(p)
 
@@ -136,6 +141,12 @@ def test_unknown_version_and_hmac():
     with pytest.raises(wire.PacketError, match="unknown packet version 9") as e:
         wire.parse(bytes(p))
     assert e.value.reason == "version"
+    p[4] = 1  # a version-1 sender: refused with what to do, whatever its (shorter) length
+    for data in (bytes(p), bytes(p[:52])):
+        with pytest.raises(wire.PacketError, match="wire version 1 packet: this receiver speaks version 2; "
+                                                   "update the sender") as e:
+            wire.parse(data)
+        assert e.value.reason == "version"
     signed = wire.pack(header(), [wire.Entry(2, b"ab", 0.0, 1.0, 0, 0)], key=b"secret")
     assert wire.parse(signed, key=b"secret").header == header()
     for key, pkt in [(b"wrong", signed), (None, signed), (b"secret", wire.pack(header(), []))]:
