@@ -40,7 +40,7 @@ class FrameWriter:
     and decode (a full queue applies back-pressure instead). Jobs run in the order they were queued.
     Several mp4s (one per path) can be open at once; ``close_video`` closes them all."""
 
-    def __init__(self, fps: float = 30.0, max_queue: int = 24):
+    def __init__(self, fps: float = 30.0, max_queue: int = 64):
         self.fps = fps
         self.q: queue.Queue = queue.Queue(max_queue)
         self.videos: dict[Path, tuple] = {}  # path -> (container, stream)
