@@ -11,7 +11,7 @@ and PSNR under random channel loss (seeded masks, the channels' bytes lost with 
         --data ../shared/data/photos ../shared/data/video --split test --out runs/rd_eval.json
     python -m evaluation.rd_levels --model-path checkpoints/LRAE_RD.pth --data sample --split test  # carphone
 
-Prints one row per level and writes the JSON given by ``--out``.
+Prints one row per level and writes the JSON given by ``--out`` and the plot given by ``--plot``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from evaluation.baselines import decode_image, encode_image
 from models import load_model
 from models.rd_coding import RDCoder
 from training.engine import spaced
+from utils import plots
 from utils.metrics import bd_rate, psnr, to_uint8
 
 JPEG_QUALITIES = (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -44,6 +45,7 @@ def parse_args(argv):
     p.add_argument("--frames", type=int, default=48, help="evenly spaced frames of the split")
     p.add_argument("--loss", type=float, default=0.3, help="random channel loss rate of the loss rows")
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--plot", default=None, help="write the RD plot (PSNR vs coded bpp, ours and JPEG) here")
     return p.parse_args(argv)
 
 
@@ -119,6 +121,8 @@ def main(argv=None) -> dict:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
+    if args.plot:
+        plots.rd_levels_plot(result, args.plot, f"{args.model_path}: {args.split} ({len(x)} frames)")
     lossy = f"psnr_loss_{args.loss:g}"
     print(f"{len(x)} frames of {args.split} ({', '.join(names)}), {args.size}x{args.size}")
     print("level   PSNR  bytes  bpp coded/est  coded/est  JPEG@bytes  PSNR@loss " + f"{args.loss:g}")

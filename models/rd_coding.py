@@ -30,7 +30,9 @@ class RDCoder:
         self.offsets: list[np.ndarray] = []
         for prior in model.priors:
             counts, offsets = prior.integer_tables(max_symbols=max_symbols, tail=tail)
-            self.tables.append([table_from_counts(c) for c in counts])
+            # a channel whose prior put all its mass on one symbol (an unused channel) gets a second,
+            # never-used symbol: the coder needs two (its bytes are then ~nothing)
+            self.tables.append([table_from_counts(c if len(c) > 1 else np.append(c, 0)) for c in counts])
             self.offsets.append(offsets)
 
     def symbols(self, z: torch.Tensor, quality: int) -> np.ndarray:

@@ -142,3 +142,17 @@ def test_two_step_rd_training_logs_rate_and_psnr(tmp_path):
     ckpt = torch.load(out / "last.pth", weights_only=True)
     scales = [g.get("lr_scale", 1.0) for g in ckpt["optimizer"]["param_groups"]]
     assert scales == [1.0, build_model("LRAE_RD").entropy_lr_scale]
+
+
+def test_a_channel_with_one_symbol_still_codes(monkeypatch):
+    """A trained prior can put all of a channel's mass on one symbol (an unused channel): the coder still
+    gets a valid two-entry table and the channel round-trips."""
+    from models.rd_coding import RDCoder
+    m = build_model("LRAE_RD", latent_channels=2, width=8, levels=1).eval()
+    counts, offsets = m.priors[0].integer_tables()
+    monkeypatch.setattr(m.priors[0], "integer_tables",
+                        lambda **kw: ([np.array([1 << 20]), *counts[1:]], np.array([0, *offsets[1:]])))
+    coder = RDCoder(m)
+    z = torch.zeros(1, 2, 2, 2)
+    frame = coder.compress(z, 0)
+    assert len(coder.tables[0][0]) == 2 and torch.equal(coder.decompress(frame, (2, 2, 2), 0), z)

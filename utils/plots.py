@@ -47,6 +47,27 @@ def sweep_plot(sweep: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def rd_levels_plot(result: dict, path: Path, title: str) -> None:
+    """PSNR vs coded bits per pixel: each quality level (all channels and under channel loss) against JPEG."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    h, w = result["size"]
+    jpeg = result["jpeg"]
+    ax.plot([j["bytes"] * 8 / (h * w) for j in jpeg], [j["psnr"] for j in jpeg], "s-", color="grey", label="JPEG")
+    levels = result["levels"]
+    ax.plot([r["bpp_coded"] for r in levels], [r["psnr"] for r in levels], "o-", label="LRAE_RD, all channels")
+    lossy = next(k for k in levels[0] if k.startswith("psnr_loss_"))
+    ax.plot([r["received_bytes_under_loss"] * 8 / (h * w) for r in levels], [r[lossy] for r in levels], "o--",
+            label=f"LRAE_RD, {float(lossy.rsplit('_', 1)[1]):.0%} channels lost (bytes received)")
+    ax.set_xlabel("bits per pixel (coded)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def image_grid(rows: list[list[torch.Tensor]], titles: list[str], path: Path) -> None:
     """Rows of (3,H,W) images in [0,1], one column per title."""
     n_rows, n_cols = len(rows), len(titles)
