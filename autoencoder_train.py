@@ -33,6 +33,7 @@ from codec.quant import DEFAULT_BITS, calibrate, training_quantizer
 from data import DataError, FrameDataset, describe_split, load_videos, require_labels, split_videos
 from evaluation.frame_eval import eval_levels, reconstructions, sweep
 from models import MODELS, build_model, has_head, load_model, model_names
+from models.rd_tables import learned_codec
 from network.loss import sample_masks
 from training.args import add_channel_loss_args, add_train_args
 from training.engine import autocast, fit, run_main, setup, spaced, to_device
@@ -170,11 +171,15 @@ def train(args):
 
 
 def finish(args, model, run, train_ds, test_ds, amp, device):
-    """Final weights under the seed's name (with the wire codec's calibration), the sweep on the
-    test split, and the plots."""
+    """Final weights under the seed's name (with the wire codec's tables: learned from the priors of a
+    model with quality levels, else the uniform quantiser's calibration), the sweep on the test split,
+    and the plots."""
     train_ds.set_epoch(0)
-    codec = calibrate(model, DataLoader(spaced(train_ds, 256), batch_size=16), bits=args.quantize or DEFAULT_BITS,
-                      seed=args.seed)
+    if model.levels > 1:
+        codec = learned_codec(model)
+    else:
+        codec = calibrate(model, DataLoader(spaced(train_ds, 256), batch_size=16),
+                          bits=args.quantize or DEFAULT_BITS, seed=args.seed)
     written = run.save_final(model, final_name(args.model, args.drop_mode), extra={"codec": codec})
     channels = model.latent_channels
     loader = DataLoader(spaced(test_ds, args.val_frames), batch_size=8)

@@ -142,6 +142,11 @@ def test_two_step_rd_training_logs_rate_and_psnr(tmp_path):
     ckpt = torch.load(out / "last.pth", weights_only=True)
     scales = [g.get("lr_scale", 1.0) for g in ckpt["optimizer"]["param_groups"]]
     assert scales == [1.0, build_model("LRAE_RD").entropy_lr_scale]
+    # the final weights carry the learned tables, so they stream as they are (wire mode 2)
+    from codec.wire import MODE_LEARNED
+    from models import load_codec_model
+    _, codec, _ = load_codec_model(str(out / "LRAE_RD_final_w_random_drops.pth"))
+    assert codec.mode == MODE_LEARNED
 
 
 def test_a_channel_with_one_symbol_still_codes(monkeypatch):
