@@ -308,8 +308,8 @@ def serve(args, model, codec, temporal, classifier) -> dict:
                 drops.reset()
                 last_valid = now
             first_packet_s = min(args.idle_timeout, args.packet_timeout)  # senders start right after "S"
-            if (args.transport == "tcp" and reasm.stream is None and not active
-                    and now - last_valid > first_packet_s):
+            if (args.transport == "tcp" and reasm.stream is None and not active and rx.waiting
+                    and now - last_valid > first_packet_s):  # a silent connection gives way to a waiting one
                 ev = rx.disconnect(f"no valid packets for {first_packet_s:g} s") or ev
                 last_valid = now
             if ev.kind == "closed":

@@ -35,6 +35,7 @@ every level once to learn the sizes of the levels.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import random
@@ -128,6 +129,13 @@ def stream(args) -> dict:
     with torch.no_grad():  # warm-up (allocator, kernels, entropy tables) before the clock starts
         packetize_latent(encode_latent(model, torch.zeros(1, 3, args.size, args.size), codec, fixed)[0], 0, codec,
                          quality=fixed)
+    frames = iter(frames)  # the first frame (and the rate ladder) is ready before the receiver's slot is taken
+    first = next(frames, None)
+    if first is not None:
+        frames = itertools.chain([first], frames)
+        if control is not None:  # what each level costs on frame 0
+            x0 = first[None].float() / 255.0
+            control.start([coded_size(model, x0, codec, q) for q in range(codec.levels)])
     stats_file = open(args.stats, "w", buffering=1) if args.stats else None
     sender = open_sender(args.transport, args.host, args.port, args.connect_timeout)
     log.info("streaming %s to %s:%d over %s as stream %08x (%s, latent %dx%dx%d, %d bits, %s, %s)",
@@ -140,8 +148,6 @@ def stream(args) -> dict:
             if args.max_frames is not None and i >= args.max_frames:
                 break
             x = frame[None].float() / 255.0
-            if control is not None and i == 0:  # before the clock starts: what each level costs on frame 0
-                control.start([coded_size(model, x, codec, q) for q in range(codec.levels)])
             if t0 is None:
                 t0 = time.monotonic()
             lag = time.monotonic() - (t0 + i * interval)
