@@ -95,8 +95,8 @@ def parse_args(argv):
                    help="a stream that sends nothing for this many seconds ends (TCP: its connection is "
                         "closed)")
     p.add_argument("--packet-timeout", type=positive(), default=2.0,
-                   help="TCP: a packet must arrive whole within this many seconds of its first byte, and a "
-                        "served connection must send a valid packet within this many seconds")
+                   help="TCP: a packet must arrive whole within this many seconds of its first byte, and, while "
+                        "another sender waits, a served connection must send a valid packet within this many seconds")
     p.add_argument("--max-waiting", type=int_in(0, 64), default=4,
                    help="TCP: senders that may wait for their turn (told so); more are refused")
     p.add_argument("--max-age", type=positive(), default=2.0,
