@@ -109,6 +109,9 @@ def parse_args(argv):
                         "--fps; each baseline is matched to each, ours runs at each --rd-bits ('none': skip)")
     p.add_argument("--fps", type=float, default=evaluation.DEFAULT_FPS,
                    help="frame rate of the clip: freeze times in ms and kbps budgets")
+    p.add_argument("--split", choices=evaluation.EVAL_SPLITS, default=None,
+                   help="which videos of --data: the split of a training run on the same --data and --seed "
+                        "(held-out = val + test), or all; default: test (all for one video, or with --per-clip)")
     p.add_argument("--per-clip", action="store_true",
                    help="evaluate every video of --data as its own stream (no split: the data is the test set); "
                         "results are the mean over clips, each clip's rows in per_clip")
@@ -180,9 +183,10 @@ def run(args):
     if odd and args.size % 2:
         raise SystemExit(f"error: {', '.join(odd)} need an even --size, got {args.size}")
     if args.per_clip:
-        seqs = evaluation.load_clips(args.data, args.size, args.seed, args.max_frames or None)
+        seqs = evaluation.load_clips(args.data, args.size, args.seed, args.max_frames or None, args.split or "all")
     else:
-        seqs = [evaluation.load_sequence(args.data, args.size, args.seed, args.max_frames or None)]
+        seqs = [evaluation.load_sequence(args.data, args.size, args.seed, args.max_frames or None,
+                                         args.split or "auto")]
     overlap = 0
     if classifier is not None:
         for seq in seqs:

@@ -3,13 +3,17 @@
 Each model runs on one random 224x224 frame (batch 1) in fp32 and in bf16 (``torch.autocast`` with
 bfloat16 and channels_last tensors), with a few warm-up calls and then ``--iters`` timed calls of
 ``encode`` and of ``decode``; the table shows the median and the 95th percentile. Untrained weights
-time the same as trained ones; ``--checkpoint`` times saved models instead. Run from the repo root:
+time the same as trained ones; ``--checkpoint`` times saved models instead, and for a frame codec its
+wire codec too: the "entropy dec" column is parsing and entropy-decoding one frame's packets into the
+latent (codec.packetize.decode_packets; fp32 only, on the sample clip's first frame, coded at the top
+quality level), which a receiver pays on top of ``decode``. Run from the repo root:
 
     python -m benchmarks.bench_models                         # PNC, PNC16, PNC32, LRAE_VC; 2 threads
     python -m benchmarks.bench_models --iters 20 --warmup 3 --json runs/bench_models.json
     python -m benchmarks.bench_models --models PNC16 LRAE_VC --precision bf16 --threads 1
     python -m benchmarks.bench_models --checkpoint runs/lrae-random/best.pt --checkpoint runs/pnc16/best.pt
     python -m benchmarks.bench_models --device cuda          # CUDA is synchronised around every call
+    python -m benchmarks.bench_models --checkpoint checkpoints/LRAE_RD.pth --precision fp32   # + entropy dec
 
 The decode ratio LRAE_VC / PNC16 (medians) is printed for each precision when both models ran.
 """
@@ -30,7 +34,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import MODELS, build_model, load_model
+from codec.packetize import check_quality, decode_packets, encode_frame
+from data import read_frames
+from models import MODELS, build_model, load_codec_model
 
 log = logging.getLogger(__name__)
 
@@ -104,19 +110,20 @@ def bench_model(model: torch.nn.Module, x: torch.Tensor, precision: str, args) -
     return {"encode_ms": summary(enc, args.batch), "decode_ms": summary(dec, args.batch)}
 
 
-def load_models(args, device: torch.device) -> dict[str, torch.nn.Module]:
+def load_models(args, device: torch.device) -> tuple[dict[str, torch.nn.Module], dict]:
+    """({label: model}, {label: wire codec} for the checkpoints of frame codecs)."""
     names = args.models if args.models is not None else ([] if args.checkpoint else DEFAULT_MODELS)
-    models = {}
+    models, codecs = {}, {}
     for name in names:
         torch.manual_seed(args.seed)
         models[name] = build_model(name).to(device).eval()
     for path in args.checkpoint:
         try:
-            model = load_model(path, map_location=device)
+            model, codec, _ = load_codec_model(path)
         except (OSError, ValueError) as e:
             raise SystemExit(f"error: cannot load {path}: {e}") from None
         label = model.model_name if model.model_name not in models else f"{model.model_name}@{Path(path).stem}"
-        models[label] = model
+        models[label], codecs[label] = model.to(device).eval(), codec
     if not models:
         raise SystemExit("error: nothing to time: give --models or --checkpoint")
     for label, model in models.items():
@@ -124,7 +131,18 @@ def load_models(args, device: torch.device) -> dict[str, torch.nn.Module]:
             model.check_size(args.size, args.size)
         except ValueError as e:
             raise SystemExit(f"error: {label}: {e}") from None
-    return models
+    return models, codecs
+
+
+def bench_entropy(model, codec, frame: torch.Tensor, args) -> dict:
+    """Median / p95 ms to parse and entropy-decode one frame's packets (all of them) into the latent."""
+    quality = check_quality(codec.levels - 1, codec)
+    with torch.inference_mode():
+        packets = encode_frame(model, frame[0], 0, codec, quality=quality)
+    geometry = model.latent_shape(*frame.shape[-2:])
+    times = timed_ms(lambda: decode_packets(packets, codec, geometry), args.iters, args.warmup, torch.device("cpu"))
+    return {"entropy_decode_ms": summary(times, 1), "packets": len(packets),
+            "payload_bytes": sum(len(p) for p in packets)}
 
 
 def decode_ratios(results: list[dict]) -> dict[str, float]:
@@ -148,12 +166,20 @@ def format_table(results: list[dict], precisions: list[str]) -> str:
         head += f" | {precision + ' encode':>{cell}} {precision + ' decode':>{cell}}"
     lines = [head, f"{'':<26}" + f" | {'median    p95':>{cell}} {'median    p95':>{cell}}" * len(precisions),
              "-" * len(head)]
+    entropy = any("entropy_decode_ms" in r for r in results)
+    if entropy:
+        lines[0] += f" | {'entropy dec':>{cell}}"
+        lines[1] += f" | {'median    p95':>{cell}}"
+        lines[2] = "-" * len(lines[0])
     for model, row in rows.items():
         line = f"{model:<16} {'x'.join(map(str, row['latent'])):>9}"
         for precision in precisions:
             enc, dec = row[precision]["encode_ms"], row[precision]["decode_ms"]
             line += (f" | {enc['median']:7.2f} {enc['p95']:7.2f}"
                      f" {dec['median']:7.2f} {dec['p95']:7.2f}")
+        ent = next((r["entropy_decode_ms"] for r in results if r["model"] == model and "entropy_decode_ms" in r), None)
+        if entropy:
+            line += f" | {ent['median']:7.2f} {ent['p95']:7.2f}" if ent else f" | {'-':>{cell}}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -165,14 +191,17 @@ def main(argv: list[str]) -> dict:
         raise SystemExit("error: --device cuda asked for, but CUDA is not available")
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    models = load_models(args, device)
+    models, codecs = load_models(args, device)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(args.seed))
     x = x.to(device)
+    frame = next(iter(read_frames("sample", size=args.size))).float().div(255.0)[None].to(device) if codecs else None
 
     results = []
     jobs = [(label, model, precision) for label, model in models.items() for precision in args.precision]
     for label, model, precision in tqdm(jobs, desc="benchmark", unit="run", disable=None):
         r = bench_model(model, x, precision, args)
+        if precision == "fp32" and label in codecs:
+            r.update(bench_entropy(model, codecs[label], frame, args))
         results.append({"model": label, "precision": precision,
                         "latent": list(model.latent_shape(args.size, args.size)),
                         "params": sum(p.numel() for p in model.parameters()), **r})

@@ -2,7 +2,9 @@
 the same frames, under the same per-packet-slot loss draws.
 
 Frames (:func:`load_sequence`): the TEST split of the data (data.split_videos with the seed; the
-"sample" source's fixed split gives carphone), or every frame when the data is a single video. Test
+"sample" source's fixed split gives carphone), or every frame when the data is a single video; or the
+split evaluate.py's ``--split`` names (``held-out`` = val + test: what a training run on the same data
+and seed never saw, e.g. the photos held out of LRAE_RD's training; checkpoints/MANIFEST.md). Test
 videos are center-cropped to ``size`` x ``size`` and played back to back as ONE stream (a video change
 is a scene cut for every method); ``max_frames`` caps the total, shared out evenly over the videos.
 Per clip (:func:`load_clips`, evaluate.py --per-clip): every video of the data is its own stream (at most
@@ -108,16 +110,29 @@ class Sequence:
         return bool(len(self.labels)) and bool((self.labels >= 0).all())
 
 
-def load_sequence(specs: list[str], size: int, seed: int, max_frames: int | None) -> Sequence:
-    """The test split of ``specs`` (all frames for a single video), see the module docstring."""
+EVAL_SPLITS = ("auto", "test", "val", "held-out", "all")
+
+
+def pick_videos(specs: list[str], size: int, seed: int, split: str = "auto"):
+    """(VideoSet, videos to evaluate, split label). ``split``: ``auto`` = the test split (every video when
+    the data is a single video), ``test`` / ``val`` / ``held-out`` (val + test: everything a training run
+    on the same ``specs`` and ``seed`` never trained on), or ``all``."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(EVAL_SPLITS)}")
     vs = load_videos(specs, size=size, seed=seed)
-    if len(vs.videos) == 1:
-        videos, split = vs.videos, "all"
-    else:
-        videos, split = split_videos(vs, seed=seed)["test"], "test"
-        if not videos:
-            raise DataError(f"the data's test split is empty ({len(vs.videos)} videos); give at least 3 videos "
-                            "or a single video file")
+    if split == "all" or (split == "auto" and len(vs.videos) == 1):
+        return vs, list(vs.videos), "all"
+    parts = split_videos(vs, seed=seed)
+    videos = parts["val"] + parts["test"] if split == "held-out" else parts["test" if split == "auto" else split]
+    if not videos:
+        raise DataError(f"the data's {'test' if split == 'auto' else split} split is empty ({len(vs.videos)} "
+                        "videos); give at least 3 videos or a single video file")
+    return vs, videos, "test" if split == "auto" else split
+
+
+def load_sequence(specs: list[str], size: int, seed: int, max_frames: int | None, split: str = "auto") -> Sequence:
+    """The videos of ``split`` (:func:`pick_videos`) back to back as one stream, see the module docstring."""
+    vs, videos, split = pick_videos(specs, size, seed, split)
     left = max_frames if max_frames else sum(v.num_frames for v in videos)
     frames, labels = [], []
     for i, v in enumerate(videos):  # share the cap out evenly; what a short video leaves goes to the next
@@ -130,16 +145,17 @@ def load_sequence(specs: list[str], size: int, seed: int, max_frames: int | None
                     [v.name for v in videos], split)
 
 
-def load_clips(specs: list[str], size: int, seed: int, max_frames: int | None) -> list[Sequence]:
-    """Every video of ``specs`` as its own Sequence (no split: the data is the test set), first ``max_frames``."""
-    vs = load_videos(specs, size=size, seed=seed)
+def load_clips(specs: list[str], size: int, seed: int, max_frames: int | None, split: str = "all") -> list[Sequence]:
+    """Every video of ``split`` (:func:`pick_videos`; by default all: the data is the test set) as its own
+    Sequence, first ``max_frames``."""
+    vs, videos, split = pick_videos(specs, size, seed, split)
     clips = []
-    for v in vs.videos:
+    for v in videos:
         ds = FrameDataset([v], crop=size)
         take = min(v.num_frames, max_frames or v.num_frames)
         frames = torch.stack([metrics.to_uint8(ds[t]["x"])[0] for t in range(take)])
         clips.append(Sequence(frames, torch.full((take,), v.label, dtype=torch.int64), list(vs.classes), [v.name],
-                              "all"))
+                              split))
     return clips
 
 

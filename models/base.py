@@ -29,6 +29,16 @@ class FrameCodec(nn.Module):
     def decode(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def dequantize(self, z: torch.Tensor, quality: int | torch.Tensor | None = None) -> torch.Tensor:
+        """Received latent -> the latent ``synthesize`` takes, the same for every quality level (the
+        concealment fills of playback/conceal.py work there, so a channel kept from a frame of another
+        level keeps its meaning). The identity for a model without quality levels."""
+        return z
+
+    def synthesize(self, latent: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode a ``dequantize``d latent; ``decode`` is ``synthesize(dequantize(z, quality), mask)``."""
+        return self.decode(latent, mask)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, quantizer=None) -> dict:
         """x: (B,3,H,W) in [0,1]; mask: (B,C), 1 = received. Returns x_hat, z (as received), mask.
 

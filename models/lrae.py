@@ -36,6 +36,28 @@ def upsample(cin: int, cout: int, factor: int) -> nn.Sequential:
     return nn.Sequential(conv(cin, cout * factor * factor), nn.PixelShuffle(factor))
 
 
+def transforms(latent_channels: int, width: int = 64, blocks: int = 2,
+               up_width: int = 32) -> tuple[nn.Sequential, nn.Sequential]:
+    """LRAE_VC's encoder x (B,3,H,W) -> (B,M,H/8,W/8) and its decoder [latent * mask planes, mask planes]
+    (B,2M,H/8,W/8) -> x_hat (B,3,H,W) in [0,1]. LRAE_RD (models/rd.py) shares them."""
+    act = nn.LeakyReLU(0.1, inplace=True)
+    encoder = nn.Sequential(
+        conv(3, 32, stride=2), act,
+        conv(32, width, stride=2), act,
+        conv(width, width, stride=2), act,
+        ResBlock(width),
+        conv(width, latent_channels),
+    )
+    decoder = nn.Sequential(
+        conv(2 * latent_channels, width), act,
+        *[ResBlock(width) for _ in range(blocks)],
+        upsample(width, up_width, 2), act,  # 28 -> 56
+        upsample(up_width, 3, 4),  # 56 -> 224
+        nn.Sigmoid(),
+    )
+    return encoder, decoder
+
+
 @register_model("LRAE_VC", kind="frame")
 class LRAE_VC(FrameCodec):  # noqa: N801 - the project's name for it
     """Loss-resilient autoencoder with a 16 x H/8 x W/8 latent.
@@ -50,21 +72,7 @@ class LRAE_VC(FrameCodec):  # noqa: N801 - the project's name for it
     def __init__(self, latent_channels: int = 16, width: int = 64, blocks: int = 2, up_width: int = 32):
         super().__init__()
         self.latent_channels = latent_channels
-        act = nn.LeakyReLU(0.1, inplace=True)
-        self.encoder = nn.Sequential(
-            conv(3, 32, stride=2), act,
-            conv(32, width, stride=2), act,
-            conv(width, width, stride=2), act,
-            ResBlock(width),
-            conv(width, latent_channels),
-        )
-        self.decoder = nn.Sequential(
-            conv(2 * latent_channels, width), act,
-            *[ResBlock(width) for _ in range(blocks)],
-            upsample(width, up_width, 2), act,  # 28 -> 56
-            upsample(up_width, 3, 4),  # 56 -> 224
-            nn.Sigmoid(),
-        )
+        self.encoder, self.decoder = transforms(latent_channels, width, blocks, up_width)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         self.check_size(x.shape[-2], x.shape[-1])

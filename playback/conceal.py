@@ -29,10 +29,10 @@ done: None (all arrived and decoded), ``zero_fill``, ``copy_fill``, ``temporal``
 This package imports neither ``models`` nor ``data``: models arrive as objects, with their registered
 ``kind``.
 
-Quality levels: a model with ``levels`` > 1 (declared by its class, models/base.FrameCodec) decodes each
-frame at the level its packets carried (``quality``); a frame of which nothing arrived (quality None)
-is decoded at the last level seen. (The copy and ConvLSTM fills do not rescale a latent kept from a
-frame of another level.)
+Quality levels: a model with ``levels`` > 1 (declared by its class, models/base.FrameCodec) reads each
+frame's symbols at the level its packets carried (``quality``; a frame of which nothing arrived keeps
+the last level seen) and the fills work on the level-free latent (``model.dequantize``), so a channel
+copied from a frame of another level keeps its meaning; ``model.synthesize`` decodes the result.
 """
 
 from __future__ import annotations
@@ -171,14 +171,14 @@ class Player:
                 raise ValueError(f"quality {quality} outside the model's levels 0..{self.model.levels - 1}")
             self.quality = quality
         t0 = time.perf_counter()
+        z = self.model.dequantize(z, self.quality) if self.model.levels > 1 else z
         z_used, used, self.state = self.fill.step(z, mask, self.state)
         fill_s = time.perf_counter() - t0
         if self.last is not None and late:
             return ShownFrame(self.last, z_used, used, "skipped_late", fill_s, False)
         if self.last is not None and self.repeat_last and received == 0:
             return ShownFrame(self.last, z_used, used, "repeat_last", fill_s, False)
-        level = {"quality": self.quality} if self.model.levels > 1 else {}
-        self.last = self.model.decode(z_used, used, **level)
+        self.last = self.model.synthesize(z_used, used)
         if received == channels:
             label = None
         elif received == 0 and self.fill.name == "zero":

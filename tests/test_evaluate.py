@@ -181,3 +181,18 @@ def test_classifier_needs_labels(ckpts, tmp_path):
     with pytest.raises(SystemExit, match="labelled"):
         evaluate.main(["--model_path", ckpts["frame"], "--data", "sample", "--size", "64", "--max-frames", "2",
                        "--classifier", ckpts["classifier"], "--out", str(tmp_path / "x")])
+
+
+def test_split_picks_what_training_held_out():
+    """--split held-out is val + test of the training run's split (same data, same seed): none of it is in
+    train, and the default (auto) is the test split alone."""
+    from data import load_videos, split_videos
+    specs = ["synthetic:4,2"]
+    parts = split_videos(load_videos(specs, size=32, seed=0), seed=0)
+    held = {v.name for v in parts["val"] + parts["test"]}
+    assert held and not held & {v.name for v in parts["train"]}
+    assert set(evaluation.load_sequence(specs, 32, 0, None, "held-out").videos) == held
+    assert evaluation.load_sequence(specs, 32, 0, None).videos == [v.name for v in parts["test"]]
+    assert {c.videos[0] for c in evaluation.load_clips(specs, 32, 0, 1, "held-out")} == held
+    with pytest.raises(ValueError, match="unknown split"):
+        evaluation.pick_videos(specs, 32, 0, "train")

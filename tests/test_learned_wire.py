@@ -72,7 +72,7 @@ def test_any_subset_of_packets_decodes(rd, x):
     g = torch.Generator().manual_seed(0)
     for _ in range(200):
         keep = (torch.rand(8, generator=g) < 0.5).tolist()
-        asm = decode_frame([p for p, k in zip(packets, keep) if k], codec, geometry=(8, 8, 8))
+        asm = decode_frame([p for p, k in zip(packets, keep) if k], codec, geometry=model.latent_shape(128, 128))
         z, mask = asm.result()
         assert mask[0].tolist() == [float(k) for k in keep] and torch.equal(z, ref * mask[:, :, None, None])
         assert asm.quality == (1 if any(keep) else None)
@@ -83,7 +83,7 @@ def test_any_subset_of_packets_decodes(rd, x):
 def test_a_frame_with_two_levels_or_an_unknown_level_is_refused(rd, x):
     model, codec = rd
     a, b = encode_frame(model, x, 0, codec, 0), encode_frame(model, x, 0, codec, 2)
-    asm = FrameAssembly(codec, (8, 8, 8))
+    asm = FrameAssembly(codec, model.latent_shape(128, 128))
     asm.add(wire.parse(a[0]))
     with pytest.raises(wire.PacketError, match="at quality 2, its other packets at 0"):
         asm.add(wire.parse(b[1]))

@@ -34,6 +34,9 @@ def model(clip):
     torch.manual_seed(0)
     m = build_model("LRAE_RD", latent_channels=8, width=16, levels=LEVELS).eval()
     with torch.no_grad():
+        # the untrained encoder's latent is small (~0.04): gains of 2^1..2^2.5 make the levels' symbols
+        # span ~0.1..0.25 and their sizes spread evenly
+        m.log_gain.copy_(torch.linspace(1.0, 2.5, LEVELS)[:, None].expand(LEVELS, 8))
         latents = [m.encode(clip[::15], q) for q in range(LEVELS)]
     priors = [p for n, p in m.named_parameters() if n.startswith("priors.")]
     opt = torch.optim.Adam(priors, lr=0.05)

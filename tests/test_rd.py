@@ -8,6 +8,7 @@ import torch
 
 from models import build_model, kind_of
 from models.prior import FactorizedPrior
+from playback.conceal import Player
 
 
 @pytest.fixture(scope="module")
@@ -17,14 +18,14 @@ def model():
 
 
 def test_registered_as_frame_codec(model):
-    assert kind_of(model) == "frame" and model.stride == 16 and model.latent_shape(64, 96) == (8, 4, 6)
+    assert kind_of(model) == "frame" and model.stride == 8 and model.latent_shape(64, 96) == (8, 8, 12)
 
 
 def test_forward_contract(model):
     x = torch.rand(2, 3, 64, 64)
     out = model(x, quality=torch.tensor([0, 2]))
-    assert out["x_hat"].shape == x.shape and out["z"].shape == (2, 8, 4, 4)
-    assert out["likelihoods"].shape == (2, 8, 4, 4) and bool((out["likelihoods"] > 0).all())
+    assert out["x_hat"].shape == x.shape and out["z"].shape == (2, 8, 8, 8)
+    assert out["likelihoods"].shape == (2, 8, 8, 8) and bool((out["likelihoods"] > 0).all())
     assert out["quality"].tolist() == [0, 2] and torch.allclose(out["lmbda"], model.lambdas[[0, 2]])
     assert torch.equal(out["z"], torch.round(out["z"])), "the decoder sees integer symbols"
     assert bool(((out["x_hat"] >= 0) & (out["x_hat"] <= 1)).all())
@@ -161,3 +162,30 @@ def test_a_channel_with_one_symbol_still_codes(monkeypatch):
     z = torch.zeros(1, 2, 2, 2)
     frame = coder.compress(z, 0)
     assert len(coder.tables[0][0]) == 2 and torch.equal(coder.decompress(frame, (2, 2, 2), 0), z)
+
+
+def test_decode_is_synthesis_of_the_dequantized_latent(model):
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        z = torch.round(model.encode(x, 1))
+        mask = torch.tensor([[1.0, 0, 1, 1, 0, 1, 1, 1]])
+        latent = model.dequantize(z, 1)
+        assert torch.allclose(latent, z * torch.exp2(model.log_inv_gain[1])[None, :, None, None])
+        assert torch.equal(model.decode(z * mask[:, :, None, None], mask, 1),
+                           model.synthesize(latent * mask[:, :, None, None], mask))
+
+
+def test_copy_fill_keeps_a_channel_across_quality_levels(model):
+    """A channel lost in a frame of level 2 is filled with its value from the frame before, which came at
+    level 0: in the level-free latent, not as level-0 symbols read at level 2."""
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        z0, z2 = torch.round(model.encode(x, 0)), torch.round(model.encode(x, 2))
+        player = Player(model, "copy")
+        player.show(z0, torch.ones(1, 8), quality=0)
+        mask = torch.ones(1, 8)
+        mask[0, 3] = 0
+        shown = player.show(z2 * mask[:, :, None, None], mask, quality=2)
+        expect = torch.where(mask[:, :, None, None] > 0, model.dequantize(z2, 2), model.dequantize(z0, 0))
+        assert torch.allclose(shown.z, expect)
+        assert torch.allclose(shown.x_hat, model.synthesize(expect, torch.ones(1, 8)))
