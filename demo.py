@@ -1,24 +1,30 @@
 """The LRAE-VC demo: stream the embedded sample clip (carphone) over loopback TCP with 30 % packet loss,
-decode it with zero fill and with the ConvLSTM fill, and compare against JPEG and H.264.
+decode it with zero fill and with a fill from the past, and compare against JPEG and H.264.
 
     make demo                                 # creates .venv, installs, then: python demo.py --out-dir runs/demo
-    python demo.py --model-path checkpoints/LRAE_VC.pth --temporal checkpoints/conv_lstm_ae.pth
+    python demo.py --kbps 360                 # the sender's rate control holds 360 kbit/s (1.5 KB/frame at 30 fps)
+    python demo.py --model-path checkpoints/LRAE_VC.pth --temporal checkpoints/conv_lstm_ae.pth   # v1 + ConvLSTM
     python demo.py --max-frames 30 --eval-frames 16 --out-dir runs/demo-quick      # a quicker look
     python demo.py --input clip.mp4 --loss burst:0.3,4 --out-dir runs/demo-burst
 
+The model is LRAE_RD (checkpoints/LRAE_RD.pth: learned entropy model, quality levels); its receiver fills
+a lost channel with its last received value (policy ``copy``). With ``--temporal`` (a conv_lstm_ae over
+the same frame model) the ConvLSTM fills instead.
+
 Steps, each a subprocess of this Python (``--threads`` torch threads each), all offline:
-1. receiver_decode.py --once --compare-zero-fill --reference INPUT on a free 127.0.0.1 port (its
-   "Listening on" line is awaited, ``--startup-timeout``);
+1. receiver_decode.py --once --policy copy|convlstm --compare-zero-fill --reference INPUT on a free
+   127.0.0.1 port (its "Listening on" line is awaited, ``--startup-timeout``);
 2. sender_encode.py --input INPUT --loss random:0.3 --seed 1 over TCP at its default 30 fps and 30 ms
-   deadline; both must finish within ``--timeout`` s;
-3. evaluate.py on the same clip (ours with zero fill and with the ConvLSTM, JPEG, H.264, at loss rates
-   0, 0.1, 0.3, 0.5; ``--eval-frames`` frames; 0 skips it), for the quality-vs-loss plot.
+   deadline (``--kbps``: with rate control); both must finish within ``--timeout`` s;
+3. evaluate.py on the same clip (ours with zero fill, copy fill and, with ``--temporal``, the ConvLSTM;
+   JPEG, H.264; at loss rates 0, 0.1, 0.3, 0.5; ``--eval-frames`` frames; 0 skips it), for the
+   quality-vs-loss plot.
 
 Writes ``--out-dir`` (a scratch folder: every run replaces it; a folder that demo.py did not create
 is never removed, and nothing outside it is written):
-  stream/side_by_side.mp4   original | received with zero fill | received with ConvLSTM fill
-  stream/metrics.jsonl      one line per frame: psnr/ssim (ConvLSTM fill), psnr_zero_fill/ssim_zero_fill,
-                            bytes, channels received, latency_ms, ...; stream/summary.json its summary
+  stream/side_by_side.mp4   original | received with zero fill | received with the copy (or ConvLSTM) fill
+  stream/metrics.jsonl      one line per frame: psnr/ssim (the main fill), psnr_zero_fill/ssim_zero_fill,
+                            bytes, quality level, channels received, latency_ms, ...; stream/summary.json
   eval/                     evaluate.py's results and plots (quality vs loss rate)
   summary.json, args.json, receiver.log, sender.log, evaluate.log
 and prints a short summary: frames, bytes/frame, PSNR per variant, latency p50/p95, where the files are.
@@ -41,16 +47,20 @@ ROOT = Path(__file__).resolve().parent
 MARKER = ".lrae-vc-demo"  # marks a folder demo.py made, and may therefore replace
 EVAL_RATES = "0,0.1,0.3,0.5"
 EVAL_BASELINES = "jpeg,h264"
+FILL_NAMES = {"convlstm": "ConvLSTM fill", "copy": "copy fill"}
 log = logging.getLogger("demo")
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model-path", "--model_path", default="checkpoints/LRAE_VC.pth",
-                   help="frame autoencoder checkpoint (LRAE_VC, with its codec calibration)")
-    p.add_argument("--temporal", default="checkpoints/conv_lstm_ae.pth",
-                   help="conv_lstm_ae checkpoint over the same frame autoencoder")
+    p.add_argument("--model-path", "--model_path", default="checkpoints/LRAE_RD.pth",
+                   help="frame codec checkpoint with its wire tables (LRAE_RD, or LRAE_VC with --temporal)")
+    p.add_argument("--temporal", default=None,
+                   help="conv_lstm_ae checkpoint over the same frame autoencoder (e.g. checkpoints/conv_lstm_ae.pth "
+                        "with checkpoints/LRAE_VC.pth): the receiver's main fill becomes the ConvLSTM")
+    p.add_argument("--kbps", type=float, default=None,
+                   help="the sender's rate control target (a model with quality levels); default: its top level")
     p.add_argument("--out-dir", "--out_dir", default="runs/demo", help="scratch folder, replaced on every run")
     p.add_argument("--input", "--input-dir", "--input_dir", dest="input", default="sample",
                    help="video file, folder of frames, or 'sample' (the embedded carphone clip)")
@@ -113,8 +123,8 @@ def start_receiver(args, out: Path, paths: dict):
     """Start receiver_decode.py on a free port; returns (process, port) once it listens."""
     log_path = out / "receiver.log"
     cmd = [sys.executable, str(ROOT / "receiver_decode.py"), "--model-path", paths["model"],
-           "--temporal", paths["temporal"], "--compare-zero-fill", "--host", "127.0.0.1", "--port", "0",
-           "--once", "--out-dir", str(out / "stream"), "--reference", paths["input"], "--no-png",
+           *temporal_flags(paths), "--policy", policy(paths), "--compare-zero-fill", "--host", "127.0.0.1",
+           "--port", "0", "--once", "--out-dir", str(out / "stream"), "--reference", paths["input"], "--no-png",
            "--threads", str(args.threads)]
     with open(log_path, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -130,6 +140,15 @@ def start_receiver(args, out: Path, paths: dict):
             raise SystemExit(f"error: the receiver did not start listening within {args.startup_timeout:.0f} s "
                              f"(--startup-timeout) [log: {log_path}]")
         time.sleep(0.1)
+
+
+def temporal_flags(paths: dict) -> list[str]:
+    return ["--temporal", paths["temporal"]] if paths["temporal"] else []
+
+
+def policy(paths: dict) -> str:
+    """The receiver's main fill: the ConvLSTM with a temporal model, else copy (the last received value)."""
+    return "convlstm" if paths["temporal"] else "copy"
 
 
 def run_step(step: str, cmd: list[str], log_path: Path, args) -> str:
@@ -157,6 +176,8 @@ def stream(args, out: Path, paths: dict) -> tuple[dict, dict]:
                "--loss", args.loss, "--seed", str(args.seed), "--size", str(args.size), "--threads", str(args.threads)]
         if args.max_frames is not None:
             cmd += ["--max-frames", str(args.max_frames)]
+        if args.kbps is not None:
+            cmd += ["--kbps", str(args.kbps)]
         stdout = run_step("the sender", cmd, out / "sender.log", args)
         sent = json.loads(stdout[stdout.index("{"):])
         try:
@@ -179,7 +200,8 @@ def stream(args, out: Path, paths: dict) -> tuple[dict, dict]:
 
 
 def evaluate(args, out: Path, paths: dict) -> dict:
-    """evaluate.py on the same clip: quality vs loss rate for ours (zero fill, ConvLSTM), JPEG and H.264."""
+    """evaluate.py on the same clip: quality vs loss rate for ours (zero fill, copy fill, ConvLSTM with
+    --temporal), JPEG and H.264."""
     script = ROOT / "evaluate.py"
     if args.eval_frames <= 0:
         return {"skipped": "--eval-frames 0"}
@@ -187,7 +209,7 @@ def evaluate(args, out: Path, paths: dict) -> dict:
         # EVALUATE-CALL: evaluate.py (another helper's) is not in the tree yet; the call below is ready.
         log.warning("%s is missing: skipping the quality-vs-loss evaluation", script)
         return {"skipped": "evaluate.py not found"}
-    cmd = [sys.executable, str(script), "--model_path", paths["model"], "--temporal", paths["temporal"],
+    cmd = [sys.executable, str(script), "--model_path", paths["model"], *temporal_flags(paths),
            "--data", paths["input"], "--loss", "random", "--rates", EVAL_RATES, "--baselines", EVAL_BASELINES,
            "--seed", "0", "--out", str(out / "eval"), "--max-frames", str(args.eval_frames),
            "--size", str(args.size)]
@@ -221,10 +243,11 @@ def report(summary: dict) -> str:
         f"lost: {tx['packets_lost_emulated']} emulated, {tx['packets_deadline_dropped']} past the sender's "
         f"deadline; receiver drops: {drops})",
         f"  PSNR           zero fill {fmt(rx.get('mean_psnr_zero_fill'), '.2f', ' dB')} | "
-        f"ConvLSTM fill {fmt(rx.get('mean_psnr'), '.2f', ' dB')}   (SSIM {fmt(rx.get('mean_ssim_zero_fill'), '.3f')}"
+        f"{FILL_NAMES[summary['policy']]} {fmt(rx.get('mean_psnr'), '.2f', ' dB')}   "
+        f"(SSIM {fmt(rx.get('mean_ssim_zero_fill'), '.3f')}"
         f" | {fmt(rx.get('mean_ssim'), '.3f')})",
         f"  latency        p50 {fmt(rx['latency_ms_p50'], '.1f', ' ms')}, p95 {fmt(rx['latency_ms_p95'], '.1f', ' ms')}"
-        " (capture to decoded frame, ConvLSTM fill)",
+        f" (capture to decoded frame, {FILL_NAMES[summary['policy']]})",
         f"  side by side   {shown(files['side_by_side'])}",
         f"  per frame      {shown(files['metrics'])}",
         f"  quality/loss   {plots}",
@@ -238,7 +261,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.monotonic()
     for flag, path in (("--model-path", args.model_path), ("--temporal", args.temporal)):
-        if not Path(path).is_file():
+        if path is not None and not Path(path).is_file():
             raise SystemExit(f"error: missing checkpoint {path} ({flag}); the shipped checkpoints belong in "
                              f"checkpoints/ - train them, or pass {flag} PATH")
     if args.size < 8 or args.size % 8:
@@ -247,9 +270,12 @@ def main(argv=None):
         raise SystemExit(f"error: --max-frames must be at least 1, got {args.max_frames}")
     local = Path(args.input).expanduser()
     local = local if args.input != "sample" and local.exists() else None  # "sample" is the embedded clip
-    paths = {"model": str(Path(args.model_path).resolve()), "temporal": str(Path(args.temporal).resolve()),
+    paths = {"model": str(Path(args.model_path).resolve()),
+             "temporal": str(Path(args.temporal).resolve()) if args.temporal else None,
              "input": str(local.resolve()) if local else args.input}
-    keep = [Path(paths["model"]), Path(paths["temporal"])] + ([local] if local else [])
+    keep = [Path(p) for p in (paths["model"], paths["temporal"]) if p] + ([local] if local else [])
+    if args.kbps is not None and not args.kbps > 0:
+        raise SystemExit(f"error: --kbps must be > 0, got {args.kbps}")
     out = prepare_out_dir(Path(args.out_dir), keep)
     (out / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
     try:
@@ -257,7 +283,8 @@ def main(argv=None):
         evaluated = evaluate(args, out, paths)
     except KeyboardInterrupt:
         raise SystemExit("interrupted") from None
-    summary = {"input": args.input, "loss": args.loss, "seed": args.seed, "size": args.size,
+    summary = {"input": args.input, "loss": args.loss, "seed": args.seed, "size": args.size, "policy": policy(paths),
+               "kbps": args.kbps,
                "sender": sent, "receiver": received, "evaluate": evaluated,
                "files": {"out_dir": str(out), "side_by_side": str(out / "stream" / "side_by_side.mp4"),
                          "metrics": str(out / "stream" / "metrics.jsonl")},

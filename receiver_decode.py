@@ -12,19 +12,21 @@ Start the receiver first and wait for "Listening on HOST:PORT" (the seed's comma
 The models come from the checkpoints' own metadata (models.stack.load_stack, as evaluate.py loads
 them). Each frame goes through playback.conceal.Player, the path evaluate.py plays too: with a
 conv_lstm_ae (``--model-path`` or ``--temporal``) policy ``convlstm`` (its stateful ``step`` fills lost
-channels), otherwise ``zero+repeat-last`` (lost channels stay zero, the decoder is told which; a frame
+channels), otherwise ``zero+repeat-last`` by default (lost channels stay zero, the decoder is told which; a frame
 of which nothing arrived repeats the last shown frame, and is decoded only if there is no earlier one).
 A frame of which nothing arrived is reported with ``"status": "lost"``. Bad packets (malformed,
 corrupt, foreign, duplicated, late, wrong key, another model) are dropped, counted, and logged once
 per kind.
 
-``--compare-zero-fill`` (with a temporal model): every frame is also decoded the plain way, from the
-same received packets - lost channels zero, a frame of which nothing arrived repeats the last
-zero-fill frame - while the ConvLSTM keeps its state across frames as usual. The ConvLSTM fill stays
-the main variant (PNGs, ``psnr``/``ssim``, latency); the extra decode runs in the writer thread, off
-the live path, timed as ``zero_fill_ms``. metrics.jsonl adds ``concealment_zero_fill`` and, with
-``--reference``, ``psnr_zero_fill``/``ssim_zero_fill``; with ``--reference`` the receiver also writes
-side_by_side.mp4 (original | zero-fill | ConvLSTM fill, labelled).
+``--policy`` picks another concealment (``copy``: a lost channel keeps its last received value, the
+fill for a model without a ConvLSTM, e.g. LRAE_RD). ``--compare-zero-fill`` (with a policy other than
+zero fill): every frame is also decoded the plain way, from the same received packets - lost channels
+zero, a frame of which nothing arrived repeats the last zero-fill frame - while the main policy keeps
+its state across frames as usual. The main policy stays the main variant (PNGs, ``psnr``/``ssim``,
+latency); the extra decode runs in the writer thread, off the live path, timed as ``zero_fill_ms``.
+metrics.jsonl adds ``concealment_zero_fill`` and, with ``--reference``, ``psnr_zero_fill``/
+``ssim_zero_fill``; with ``--reference`` the receiver also writes side_by_side.mp4 (original |
+zero-fill | the policy's fill, labelled).
 
 Writes to ``--out-dir``: frame_NNNNN.png (and decoded.mp4 with ``--mp4``), metrics.jsonl (one line
 per frame: frame, status, quality, bytes, packets, channels_received, latency_ms, stage times, psnr/ssim with
@@ -57,7 +59,7 @@ from models.stack import load_stack
 from network.reassembly import Reassembler
 from network.replay import ReplayCache
 from network.transport import TRANSPORTS, open_receiver
-from playback.conceal import DEFAULT_POLICY, Player
+from playback.conceal import DEFAULT_POLICY, Player, parse_policy
 from playback.output import (
     DropLog,
     FrameWriter,
@@ -74,7 +76,7 @@ from utils.checkpoint import CheckpointError
 log = logging.getLogger("receiver")
 DEFAULT_OUT = "receiver_output"
 MAX_BURST = 256  # packets read back to back before deadlines are checked again
-PANELS = ("original", "zero-fill", "ConvLSTM fill")  # side_by_side.mp4, left to right
+PANEL_NAMES = {"convlstm": "ConvLSTM fill", "copy": "copy fill"}  # side_by_side.mp4: original | zero-fill | this
 
 
 def parse_args(argv):
@@ -108,6 +110,9 @@ def parse_args(argv):
                    help="catch up when decoding is too slow: a frame already this old is not decoded but "
                         "concealed by the last one (concealment 'skipped_late'); 0 = decode every frame")
     p.add_argument("--temporal", default=None, help="conv_lstm_ae checkpoint that fills lost channels")
+    p.add_argument("--policy", default=None,
+                   help="concealment policy (playback/conceal.py): zero, copy or convlstm, optionally +repeat-last; "
+                        f"default: convlstm with a temporal model, else {DEFAULT_POLICY}")
     p.add_argument("--compare-zero-fill", "--compare_zero_fill", action="store_true",
                    help="with a temporal model: also decode every frame with zero fill and score both "
                         "(and write side_by_side.mp4 with --reference)")
@@ -130,8 +135,11 @@ def parse_args(argv):
 def load_models(args):
     """(frame model, wire codec, temporal model or None, classifier or None): models.stack.load_stack."""
     st = load_stack(args.model_path, args.temporal, args.classifier)
-    if args.compare_zero_fill and st.temporal is None:
-        raise ValueError("--compare-zero-fill needs a temporal model (--temporal conv_lstm_ae checkpoint)")
+    args.policy = args.policy or ("convlstm" if st.temporal is not None else DEFAULT_POLICY)
+    Player(st.model, args.policy, st.temporal)  # a bad policy, or convlstm without a temporal model: one line
+    if args.compare_zero_fill and parse_policy(args.policy)[0] == "zero":
+        raise ValueError("--compare-zero-fill needs another policy than zero fill (--policy copy, or a temporal "
+                         "model: --temporal conv_lstm_ae checkpoint)")
     return st.model, st.codec, st.temporal, st.classifier
 
 
@@ -141,7 +149,7 @@ class FrameSink:
     def __init__(self, args, model, codec, temporal, classifier):
         self.args, self.model, self.codec = args, model, codec
         self.temporal, self.classifier = temporal, classifier
-        self.compare = args.compare_zero_fill and temporal is not None
+        self.compare = args.compare_zero_fill
         self.out = Path(args.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.metrics = open(self.out / "metrics.jsonl", "x", buffering=1)  # choose_out_dir cleared the way
@@ -149,8 +157,8 @@ class FrameSink:
         self.records = RecordLog()
         self.streams = self.stream_frames = 0
         self.stream_id = None
-        policy = "convlstm" if temporal is not None else DEFAULT_POLICY
-        self.player = Player(model, policy, temporal)  # the main variant, on the live path
+        self.player = Player(model, args.policy, temporal)  # the main variant, on the live path
+        self.panels = ("original", "zero-fill", PANEL_NAMES.get(parse_policy(args.policy)[0], args.policy))
         self.zero = Player(model, DEFAULT_POLICY)  # writer thread only: --compare-zero-fill
         self.zero_stream = None
 
@@ -233,7 +241,7 @@ class FrameSink:
             ref = reference.frame(rec["frame"], x_hat.shape[-1])
             ref = None if ref is None or ref.shape[-2:] != x_hat.shape[-2:] else to_hwc(ref)
             try:
-                self.writer.write_video(sbs, side_by_side([ref, to_hwc(x_zero), to_hwc(x_hat)], list(PANELS)))
+                self.writer.write_video(sbs, side_by_side([ref, to_hwc(x_zero), to_hwc(x_hat)], list(self.panels)))
             except Exception as e:  # as for every other file: say what failed, keep receiving
                 log.warning("cannot write %s: %s", sbs, e)
         self.metrics.write(json.dumps(rec) + "\n")
@@ -246,7 +254,8 @@ class FrameSink:
         if self.records.total > len(self.records):
             summary.update(frames=self.records.total, summary_over_last_frames=len(self.records))
         summary.update(streams=self.streams, dropped_packets=dict(drops), **extra,
-                       concealment_of_lost_frames="temporal" if self.temporal is not None else "repeat_last")
+                       policy=self.player.policy,
+                       concealment_of_lost_frames="repeat_last" if self.player.repeat_last else self.player.fill.label)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 

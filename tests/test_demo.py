@@ -21,6 +21,7 @@ import sender_encode
 from codec.packetize import decode_packets, encode_frame
 from data import read_frames
 from models import build_model, load_codec_model
+from models.rd_tables import add_tables
 from tests.test_stream import SIZE, free_port, make_video, wait_bound
 from utils.checkpoint import make_checkpoint, save_checkpoint
 from utils.metrics import psnr, ssim, to_uint8
@@ -71,12 +72,29 @@ def test_demo_writes_the_run_folder(tmp_path, ckpts, capsys):
     assert outside.read_text() == "not the demo's"  # ...and nothing else is touched
 
 
+def test_demo_with_quality_levels_streams_under_rate_control_with_copy_fill(tmp_path, capsys):
+    """The default demo's kind of model (LRAE_RD: learned tables, quality levels) without a ConvLSTM: the
+    receiver's main fill is copy, zero fill beside it, the sender holds --kbps."""
+    torch.manual_seed(0)
+    model = build_model("LRAE_RD", latent_channels=8, width=16, blocks=1, up_width=8, levels=3)
+    path = save_checkpoint(tmp_path / "LRAE_RD.pth", make_checkpoint(model))
+    add_tables(str(path))
+    out = tmp_path / "demo"
+    summary = demo.main(["--model-path", str(path), "--out-dir", str(out), "--size", str(SIZE), "--max-frames", "8",
+                         "--eval-frames", "0", "--kbps", "20"])
+    assert "copy fill" in capsys.readouterr().out and summary["policy"] == "copy"
+    lines = [json.loads(s) for s in (out / "stream" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 8 and all("psnr_zero_fill" in r and 0 <= r["quality"] < 3 for r in lines)
+    assert summary["receiver"]["policy"] == "copy" and summary["sender"]["frames"] == 8
+    assert len(decoded_video(out / "stream" / "side_by_side.mp4")) == 8
+
+
 def test_demo_missing_checkpoint_is_one_clear_line(tmp_path, monkeypatch, ckpts):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match=r"^error: missing checkpoint checkpoints/LRAE_VC.pth \(--model-path\)"):
+    with pytest.raises(SystemExit, match=r"^error: missing checkpoint checkpoints/LRAE_RD.pth \(--model-path\)"):
         demo.main([])
-    with pytest.raises(SystemExit, match=r"missing checkpoint checkpoints/conv_lstm_ae.pth \(--temporal\)"):
-        demo.main(["--model-path", ckpts["model"]])
+    with pytest.raises(SystemExit, match=r"missing checkpoint nowhere/conv_lstm_ae.pth \(--temporal\)"):
+        demo.main(["--model-path", ckpts["model"], "--temporal", "nowhere/conv_lstm_ae.pth"])
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
@@ -151,6 +169,10 @@ def test_receiver_compare_zero_fill(tmp_path, ckpts):
     assert differs, "zero fill and ConvLSTM fill gave the same frames"
 
 
-def test_compare_zero_fill_needs_a_temporal_model(ckpts):
-    with pytest.raises(SystemExit, match="--compare-zero-fill needs a temporal model"):
+def test_compare_zero_fill_needs_another_policy(ckpts):
+    with pytest.raises(SystemExit, match="--compare-zero-fill needs another policy than zero fill"):
         receiver_decode.main(["--model-path", ckpts["model"], "--compare-zero-fill", "--port", str(free_port())])
+    with pytest.raises(SystemExit, match="bad concealment policy 'smear'"):
+        receiver_decode.main(["--model-path", ckpts["model"], "--policy", "smear", "--port", str(free_port())])
+    with pytest.raises(SystemExit, match="needs a temporal model"):
+        receiver_decode.main(["--model-path", ckpts["model"], "--policy", "convlstm", "--port", str(free_port())])

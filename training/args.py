@@ -47,6 +47,8 @@ def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, 
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=amp,
                    help="autocast precision (fp16 needs CUDA); bf16 is ~2x faster on recent CPUs")
+    p.add_argument("--clip-grad", type=float, default=0.0,
+                   help="clip the gradients' global norm to this (0: off); rate-distortion runs use 1")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster convs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")

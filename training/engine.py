@@ -270,6 +270,8 @@ class _Fit:
             loss, logs = self.step_fn(net, batch, s)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.args.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip_grad)
             self.optimizer.step()
             index += 1
             self.global_step += 1
