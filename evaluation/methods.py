@@ -92,6 +92,11 @@ def _h264(m: Method, frames, target_bytes, setting, mtu, qualities, keyint, pres
     return lambda draws: stream.run(draws, fec=m.fec, mtu=mtu, method=m.name)
 
 
+def _h264_intra(m: Method, frames, target_bytes, setting, mtu, qualities, keyint, preset) -> Run:
+    """H.264 with every frame an IDR frame (keyint 1): the intra-only anchor for an image codec."""
+    return _h264(m, frames, target_bytes, setting, mtu, qualities, 1, preset)
+
+
 def our_rate_points(model, ckpt: dict | None, bits: Iterable[int]) -> list[tuple[dict, object]]:
     """Ours' rate points: each quality level of a learned-mode codec, else one wire codec per quantiser
     bit depth (calibration from ``ckpt``)."""
@@ -116,6 +121,8 @@ register(Method("webp", "baseline", ("C2", "D", "--"), "webp", partial(_image, "
 register(Method("webp-best", "baseline", ("C8", "d", "--"), None, partial(_image, "webp", True)))
 register(Method("h264", "baseline", ("C4", "x", "-."), "h264", _h264, sweep=RD_CRFS, sweep_key="crf", strip=True,
                 even_size=True))
+register(Method("h264-intra", "baseline", ("C7", "1", "-."), "h264-intra", _h264_intra, sweep=RD_CRFS,
+                sweep_key="crf", even_size=True))
 register(Method("h264-fec20", "baseline", ("C5", "+", "-."), "h264-fec", _h264, fec=0.2, even_size=True))
 register(Method("h264-fec50", "baseline", ("C6", "*", "-."), "h264-fec", _h264, fec=0.5, even_size=True))
 

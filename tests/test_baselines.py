@@ -105,6 +105,15 @@ def test_h264_low_delay_stream(clip, gop4):
     assert np.array_equal(res.nbytes, gop4.sizes()) and res.encode_ms > 0 and res.decode_ms > 0
 
 
+def test_h264_intra_codes_every_frame_alone(clip):
+    res = make_baseline("h264-intra", clip, setting=23)(no_loss())
+    assert res.params["keyint"] == 1 and res.fresh.all() and res.psnr(clip).min() > 20
+    lost = no_loss()
+    lost[2] = 0  # frame 2 lost entirely: the frames after it still decode (no reference chain)
+    after = make_baseline("h264-intra", clip, setting=23)(lost)
+    assert after.fresh.tolist() == [True, True, False] + [True] * (N - 3)
+
+
 def test_h264_reference_chain(gop4):
     assert chain_ok([1, 0, 1, 1, 1, 1], [1, 0, 0, 0, 1, 0]).tolist() == [True, False, False, False, True, True]
     clean, _ = gop4.decoded()
@@ -183,9 +192,9 @@ def test_as_frames_layouts(clip):
 
 def test_registry_derives_groups_styles_and_sweeps():
     assert methods.groups() == {"jpeg": ("jpeg", "jpeg-best"), "webp": ("webp",), "h264": ("h264",),
-                                "h264-fec": ("h264-fec20", "h264-fec50")}
+                                "h264-intra": ("h264-intra",), "h264-fec": ("h264-fec20", "h264-fec50")}
     assert {m.name: m.fec for m in methods.of_kind("baseline") if m.fec} == {"h264-fec20": 0.2, "h264-fec50": 0.5}
-    assert [m.name for m in methods.of_kind("ours")] == ["ours", "ours+convlstm"]
+    assert [m.name for m in methods.of_kind("ours")] == ["ours", "ours+convlstm", "ours+copy"]
     styles = [m.style for m in methods.METHODS.values()]
     assert len(set(styles)) == len(styles) and methods.style("not-a-method") == methods.FALLBACK_STYLE
     assert methods.strip_methods() == ["ours", "ours+convlstm", "jpeg", "h264"]
