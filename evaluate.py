@@ -222,7 +222,7 @@ def run(args):
         "threads": args.threads, "timing_fields": ["encode_ms", "decode_ms"],
     }
     payload = {"config": config, "results": rows, "rd": rd_clean, "rd_under_loss": rd_loss,
-               "bd_rate": rd.bd_rates(rd_loss, baselines)}
+               "bd_rate_clean": rd.bd_rates_clean(rd_clean, baselines), "bd_rate": rd.bd_rates(rd_loss, baselines)}
     if len(clips) > 1:
         payload["per_clip"] = [{"clip": seq.videos[0], "frames": len(seq.frames), "results": c["rows"],
                                 "rd_under_loss": c["rd_under_loss"],
@@ -232,6 +232,9 @@ def run(args):
     for rate in rates:
         at = [r for r in rows if r["loss_rate"] == rate and r["psnr"] is not None]
         print(f"loss {100 * rate:g} %: " + "  ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in at))
+    for b in payload["bd_rate_clean"]:
+        value = "n/a" if b["bd_rate"] is None else f"{b['bd_rate']:+.1f} %"
+        print(f"BD-rate {b['method']} vs {b['anchor']} at 0 % loss (RD curves): {value}")
     for b in payload["bd_rate"]:
         value = "n/a" if b["bd_rate"] is None else f"{b['bd_rate']:+.1f} %"
         print(f"BD-rate {b['method']} vs {b['anchor']} at {100 * b['loss_rate']:g} % {b['loss_model']} loss: {value}")

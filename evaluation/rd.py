@@ -4,7 +4,8 @@
 - :func:`rd_under_loss` (``evaluate.py --bitrates``): every baseline matched to each byte budget
   (:func:`parse_bitrates`: bytes per frame, or kbps at an fps) and ours at each of its rate points, each
   under each loss condition with ONE draw per condition shared by every method and rate point.
-- :func:`bd_rates`: BD-rate (utils.metrics.bd_rate) of ours against each baseline per loss condition.
+- :func:`bd_rates`: BD-rate (utils.metrics.bd_rate) of ours against each baseline per loss condition;
+  :func:`bd_rates_clean` the same at 0 % loss over the RD curves of :func:`rd_points`.
 
 Ours' rate points come from the ``rate_points`` hook of its entry in evaluation/methods.py (one per
 quantiser bit depth, or per quality level of a model with learned tables); methods, FEC, sweeps and
@@ -105,6 +106,12 @@ def rd_under_loss(model, ckpt: dict | None, temporal, frames: torch.Tensor, *,
             shown = job.run(draws, fill) if fill else from_baseline(job(draws))
             rows.append({**score(shown, reference, loss, fps=fps), "budget": budget})
     return rows
+
+
+def bd_rates_clean(points: list[dict], anchors: list[str]) -> list[dict]:
+    """BD-rates at 0 % loss over the RD curves of :func:`rd_points` (ours at every rate point, each baseline
+    over its whole sweep), the usual codec comparison."""
+    return bd_rates([{**p, "loss_model": "none", "loss_rate": 0.0, "burst_len": None} for p in points], anchors)
 
 
 def bd_rates(rows: list[dict], anchors: list[str]) -> list[dict]:

@@ -131,6 +131,14 @@ def markdown(payload: dict) -> str:
              "displayed 8-bit frames; *fresh* = share of frames showing their own decode; a *freeze* is a run "
              f"of frames that are not fresh, in ms at {cfg.get('fps', 30):g} fps; ms per frame.", "",
              *table(payload["results"])]
+    clean_bd = [b for b in payload.get("bd_rate_clean") or [] if b["bd_rate"] is not None]
+    if clean_bd:
+        lines += ["", "## BD-rate at 0 % loss", "",
+                  "Bjøntegaard delta rate of ours against each baseline over the RD curves of rd_curve.png (ours "
+                  "at each rate point, each baseline over its quality / CRF sweep; bytes per frame vs PSNR; "
+                  "negative = ours needs fewer bytes for the same PSNR).", "",
+                  "| method | anchor | BD-rate % |", "|---|---|---:|"]
+        lines += [f"| {b['method']} | {b['anchor']} | {b['bd_rate']:+.1f} |" for b in clean_bd]
     bd = payload.get("bd_rate") or []
     if bd:
         lines += ["", "## BD-rate under loss", "",

@@ -68,3 +68,15 @@ def test_curves_whose_psnr_does_not_rise_with_rate_have_no_bd_rate():
     assert bd_rate(ANCHOR_RATE, ANCHOR_PSNR, [100, 200], [30, 30]) is None
     # the order the points come in does not matter, only PSNR against rate
     assert bd_rate(ANCHOR_RATE[::-1], ANCHOR_PSNR[::-1], ANCHOR_RATE, ANCHOR_PSNR) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bd_rates_clean_compares_every_rate_point_with_every_sweep():
+    from evaluation.rd import bd_rates_clean
+
+    jpeg = [{"method": "jpeg", "quality": q, "bytes_per_frame": r, "psnr": p}
+            for q, r, p in zip((10, 50, 90, 95), ANCHOR_RATE, ANCHOR_PSNR)]
+    ours = [{"method": "ours", "quality": q, "bytes_per_frame": r / 2, "psnr": p}
+            for q, r, p in zip(range(4), ANCHOR_RATE, ANCHOR_PSNR)]
+    (row,) = bd_rates_clean(jpeg + ours, ["jpeg", "webp"])  # no webp points: no row for it
+    assert row["method"] == "ours" and row["anchor"] == "jpeg" and row["loss_rate"] == 0.0
+    assert row["bd_rate"] == pytest.approx(-50.0, abs=1e-9)
