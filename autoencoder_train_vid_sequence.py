@@ -43,6 +43,7 @@ from codec.quant import DEFAULT_BITS, calibrate, training_quantizer
 from data import ClipDataset, DataError, describe_split, load_videos, split_videos
 from evaluation import temporal as temporal_eval
 from models import build_model, kind_of, load_model, model_names
+from models.rd_tables import learned_codec
 from training.args import add_channel_loss_args, add_train_args
 from training.engine import autocast, fit, run_main, setup, spaced
 from training.run import write_json
@@ -258,10 +259,14 @@ def train(args):
 
 
 def finish(args, model, run, train_ds, test_clips, levels, amp, device):
-    """Final weights under the seed's name (with the wire codec's calibration of the frame AE, as
-    autoencoder_train.py), the temporal evaluation on the test split, and the plots."""
+    """Final weights under the seed's name (with the frame AE's wire codec, as autoencoder_train.py: its
+    learned tables, or the uniform quantiser's calibration), the temporal evaluation on the test split,
+    and the plots."""
     train_ds.set_epoch(0)
-    codec = calibrate(model, spaced(train_ds, 64), bits=args.quantize or DEFAULT_BITS, seed=args.seed)
+    if model.ae.levels > 1:  # a frame model with quality levels streams with its learned tables (LRAE_RD)
+        codec = learned_codec(model.ae)
+    else:
+        codec = calibrate(model, spaced(train_ds, 64), bits=args.quantize or DEFAULT_BITS, seed=args.seed)
     written = run.save_final(model, final_name(args.model, args.drops), extra={"codec": codec})
     patterns = [("iid", 0)] + [("consecutive", n) for n in args.bursts]
     fills = temporal_eval.FILLS

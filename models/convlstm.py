@@ -125,16 +125,18 @@ class ConvLSTMAE(nn.Module):
 
     # -- the frame autoencoder, applied per frame -------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., 3, H, W) -> (..., C, h, w), any leading dims (frames are independent)."""
+        """(..., 3, H, W) -> (..., C, h, w), any leading dims (frames are independent). For a frame model
+        with quality levels (LRAE_RD) the level-free latent of its top level (``ae.dequantize``): what the
+        receiver's fills work on (playback/conceal.py)."""
         lead = x.shape[:-3]
-        z = self.ae.encode(x.reshape(-1, *x.shape[-3:]))
+        z = self.ae.dequantize(self.ae.encode(x.reshape(-1, *x.shape[-3:])))
         return z.reshape(*lead, *z.shape[1:])
 
     def decode(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(..., C, h, w) and mask (..., C) or None -> (..., 3, H, W) with the frame decoder."""
+        """(..., C, h, w) and mask (..., C) or None -> (..., 3, H, W) with the frame decoder (``ae.synthesize``)."""
         lead = z.shape[:-3]
         flat_mask = None if mask is None else mask.reshape(-1, mask.shape[-1])
-        x = self.ae.decode(z.reshape(-1, *z.shape[-3:]), flat_mask)
+        x = self.ae.synthesize(z.reshape(-1, *z.shape[-3:]), flat_mask)
         return x.reshape(*lead, *x.shape[1:])
 
     # -- filling ------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ LISTED = dict(re.findall(r"^\| `([^`]+\.pth)` \| `([0-9a-f]{64})` \|", (CKPT / "
 
 def test_manifest_lists_every_shipped_file():
     assert set(LISTED) == {p.name for p in CKPT.glob("*.pth")}
-    needed = ("LRAE_VC", "PNC16", "conv_lstm_ae", "PNC_with_classification", "SimpleCNN")
+    needed = ("LRAE_RD", "LRAE_VC", "PNC16", "conv_lstm_ae", "PNC_with_classification", "SimpleCNN")
     assert {f"{n}.pth" for n in needed} <= set(LISTED)
 
 

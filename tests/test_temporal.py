@@ -186,3 +186,25 @@ def test_two_step_training_then_continuation_with_drops(tmp_path, monkeypatch):
     assert row["frames"] > 0 and row["psnr"] > 0
     with pytest.raises(SystemExit, match="ae_path"):
         vid.main(common + ["--model_path", "ae.pth", "--out-dir", "run3"])
+
+
+def test_over_a_model_with_quality_levels(tmp_path, monkeypatch):
+    """conv_lstm_ae over LRAE_RD: it fills the level-free latent of the top level (``ae.dequantize``), as the
+    receiver's Player hands it, trains through main(), and its checkpoint carries the learned tables."""
+    torch.manual_seed(0)
+    model = build_model("conv_lstm_ae", ae="LRAE_RD", ae_kwargs={"latent_channels": 8, "width": 16, "blocks": 1,
+                                                                 "up_width": 8, "levels": 3}, hidden=8).eval()
+    x = torch.rand(1, 2, 3, 32, 32)
+    with torch.no_grad():
+        symbols = torch.round(model.ae.encode(x[0], 2))
+        assert torch.allclose(model.encode(x)[0], model.ae.dequantize(symbols, 2))
+        mask = torch.ones(1, 8)
+        assert torch.allclose(model.decode(model.encode(x)[:, 0], mask), model.ae.decode(symbols[:1], mask, 2))
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(tmp_path / "rd.pth", make_checkpoint(model.ae))
+    out = vid.main(["--model", "conv_lstm_ae", "--data", "synthetic:1,8", "--size", "32", "--crop", "32",
+                    "--seq-len", "4", "--batch-size", "2", "--max-steps", "2", "--eval-frames", "4", "--amp", "none",
+                    "--eval-levels", "0,4", "--bursts", "1", "--model-args", '{"hidden": 8}', "--ae", "LRAE_RD",
+                    "--ae_path", "rd.pth", "--freeze-ae", "--drops", "4", "--out-dir", "run"])
+    ckpt = load_checkpoint(out / "conv_lstm_ae_dropUpTo_4_features_final_weights.pth")
+    assert "learned_tables" in ckpt["extra"]["codec"]
