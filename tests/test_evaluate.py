@@ -54,7 +54,8 @@ def twice(ckpts):
 
 def test_results_schema_and_files(twice, ckpts):
     res = twice[0]
-    methods = {"original", "ours", "ours+convlstm", "jpeg", "jpeg-best", "webp", "h264", "h264-fec20", "h264-fec50"}
+    methods = {"original", "ours", "ours+convlstm", "ours+copy", "jpeg", "jpeg-best", "webp", "h264", "h264-fec20",
+               "h264-fec50"}
     assert {r["method"] for r in res["results"]} == methods
     assert len(res["results"]) == 2 * len(methods)
     for r in res["results"]:
@@ -126,12 +127,12 @@ def test_every_method_sees_the_same_draw(ckpts, monkeypatch):
     monkeypatch.setattr(evaluation.OurCodec, "run", our_run)
     evaluation.evaluate_sequence(model, codec, temporal, seq, mode="random", rates=[0.0, 0.4],
                                  baselines=["jpeg", "jpeg-best", "h264-fec20"], seed=3, progress=False)
-    assert set(seen) == {"ours", "ours+convlstm", "jpeg", "jpeg-best", "h264-fec20"}
+    assert set(seen) == {"ours", "ours+convlstm", "ours+copy", "jpeg", "jpeg-best", "h264-fec20"}
     for i, rate in enumerate([0.0, 0.4]):
         draws = seen["ours"][i][0]
         assert torch.equal(draws, evaluation.make_draws(RandomLoss(rate), 6, 3, 16))
         assert all(seen[m][i][0] is draws for m in seen)  # one draw object handed to every method
-        for m in ("ours", "ours+convlstm"):  # one channel per packet, channel 0 first: mask = slots 0..C-1
+        for m in ("ours", "ours+convlstm", "ours+copy"):  # one channel per packet, channel 0 first: mask = slots 0..C-1
             assert torch.equal(seen[m][i][1].masks, draws[:, :16])
             assert list(seen[m][i][1].fresh) == [bool(row.any()) for row in draws[:, :16]]
         jpeg = seen["jpeg"][i][1]
@@ -159,7 +160,7 @@ def test_single_video_is_evaluated_whole(ckpts, tmp_path, loss):
                          "--out", str(tmp_path / "o")])
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["split"] == "all" and res["config"]["frames"] == 5
-    assert {r["method"] for r in res["results"]} == {"ours", "jpeg", "jpeg-best"}
+    assert {r["method"] for r in res["results"]} == {"ours", "ours+copy", "jpeg", "jpeg-best"}
     assert all(r["accuracy"] is None for r in res["results"])
     if loss == "tail":  # the last 4 of our 16 channels miss the deadline in every frame
         ours = next(r for r in res["results"] if r["method"] == "ours")

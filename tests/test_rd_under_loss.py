@@ -43,11 +43,11 @@ def test_bitrates_sweep_every_method_under_every_loss(ckpt, tmp_path):
     res = json.loads((out / "results.json").read_text())
     rows = res["rd_under_loss"]
     assert res["config"]["bitrates"] == [1000.0, 2000.0] and res["config"]["fps"] == 30
-    # per loss rate: ours at 2 rate points, 3 baselines at 2 budgets
-    assert len(rows) == 2 * (2 + 3 * 2)
+    # per loss rate: ours (zero and copy fill) at 2 rate points, 3 baselines at 2 budgets
+    assert len(rows) == 2 * (2 * 2 + 3 * 2)
     for r in rows:
         assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
-        assert (r["budget"] is None) == (r["method"] == "ours")
+        assert (r["budget"] is None) == (r["method"] in ("ours", "ours+copy"))
         assert r["freeze_ms_total"] >= r["freeze_ms_p95"] >= 0
         if r["loss_rate"] == 0:
             assert r["fresh_frames"] == 1.0 and r["freeze_ms_total"] == 0.0
@@ -56,15 +56,15 @@ def test_bitrates_sweep_every_method_under_every_loss(ckpt, tmp_path):
     assert sorted({r["params"]["bits"] for r in rows if r["method"] == "ours"}) == [3, 5]
     h264 = [r for r in rows if r["method"] == "h264" and r["loss_rate"] == 0]
     assert [round(r["bytes_per_frame"] / r["budget"], 1) for r in h264] == [1.0, 1.0]
-    assert {(b["anchor"], b["loss_rate"]) for b in res["bd_rate"]} == {
+    assert {(b["anchor"], b["loss_rate"]) for b in res["bd_rate"]} == {  # for each of ours' fills
         (a, rate) for a in ("jpeg", "jpeg-best", "h264") for rate in (0.0, 0.4)}
-    assert all(b["method"] == "ours" for b in res["bd_rate"])
+    assert {b["method"] for b in res["bd_rate"]} == {"ours", "ours+copy"}
     assert all(r["freeze_ms_p95"] is not None for r in res["results"])
     md = (out / "results.md").read_text()
     assert "## BD-rate under loss" in md and "## Matched to 1000 B/frame" in md and "## Matched to 2000" in md
     table = md.split("2000 B/frame:")[1].split("\n\n")[1].splitlines()  # operating points: methods x conditions
     assert table[0] == "| method, B/frame | random (0 %) | random (40 %) |"
-    assert {line.split(",")[0] for line in table[2:]} == {"| ours", "| jpeg", "| jpeg-best", "| h264"}
+    assert {line.split(",")[0] for line in table[2:]} == {"| ours", "| ours+copy", "| jpeg", "| jpeg-best", "| h264"}
     assert (out / "rd_under_loss.png").stat().st_size > 0
 
 
@@ -82,7 +82,7 @@ def test_ours_rate_points_come_from_the_registry_hook(ckpt, monkeypatch):
                             losses=evaluation.loss_points("random", [0.2], 16), budgets=[900.0],
                             baselines=["webp"], rate_spec=[7, 8], seed=1, our_packets=16, progress=False)
     assert calls == [[7, 8]]
-    assert [(r["method"], r["budget"]) for r in rows] == [("ours", None), ("webp", 900.0)]
+    assert [(r["method"], r["budget"]) for r in rows] == [("ours", None), ("ours+copy", None), ("webp", 900.0)]
     assert rd.bd_rates(rows, ["webp"])[0]["bd_rate"] is None  # one point per curve
 
 
@@ -116,4 +116,4 @@ def test_per_clip_rows_and_their_mean(ckpt, tmp_path):
         for k in ("psnr", "bytes_per_frame", "fresh_frames"):
             assert mean[k] == pytest.approx((same[0][k] + same[1][k]) / 2)  # each clip weighs the same
     assert {(r["method"], r["loss_rate"]) for r in res["results"]} == {
-        (m, rate) for m in ("ours", "jpeg", "jpeg-best") for rate in (0.0, 0.3)}
+        (m, rate) for m in ("ours", "ours+copy", "jpeg", "jpeg-best") for rate in (0.0, 0.3)}
