@@ -119,9 +119,17 @@ def train(args):
     needs_labels = has_head(args.model)
     videos, split, train_ds, val_ds, test_ds = build_data(args, needs_labels)
     model_kwargs = json.loads(args.model_args)
+    init_ckpt = None
+    if args.model_path:  # its architecture, unless --model-args says otherwise (then its weights must fit)
+        init_ckpt = load_checkpoint(args.model_path)
+        if init_ckpt.get("model") == args.model:  # another model's checkpoint is refused below, by name
+            model_kwargs = {**(init_ckpt.get("model_kwargs") or {}), **model_kwargs}
     if needs_labels:
         model_kwargs.setdefault("num_classes", len(videos.classes))
         model_kwargs.setdefault("classes", list(videos.classes))
+        if list(model_kwargs["classes"]) != list(videos.classes):
+            raise SystemExit(f"error: the model's classes {list(model_kwargs['classes'])} are not the data's "
+                             f"{list(videos.classes)}")
     model = build_model(args.model, **model_kwargs)
     model.check_size(args.crop or args.size, args.crop or args.size)
     model.check_size(args.size, args.size)
@@ -129,9 +137,7 @@ def train(args):
     max_drop = args.drops if args.drops is not None else (3 * channels) // 4
     if not 0 <= max_drop <= channels:
         raise SystemExit(f"error: --drops {max_drop} is outside 0..{channels} for {args.model}")
-    init_ckpt = None
     if args.model_path:
-        init_ckpt = load_checkpoint(args.model_path)
         model.load_state_dict(load_model(init_ckpt, expect=args.model).state_dict(), strict=True)
     optimizer = torch.optim.Adam(model.param_groups(), lr=args.lr)
     amp = autocast(env.device, args.amp)

@@ -190,3 +190,12 @@ def test_clip_grad_reaches_the_optimizer(tmp_path):
     assert all(torch.equal(plain[k], again[k]) for k in plain)
     moved = max(float((clipped[k] - plain[k]).abs().max()) for k in plain if plain[k].is_floating_point())
     assert moved > 1e-4 and all(torch.isfinite(v).all() for v in clipped.values() if v.is_floating_point())
+
+
+def test_model_path_brings_its_architecture(tmp_path):
+    """--model_path continues a model of another width without repeating --model-args."""
+    first = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1", "--model-args", '{"width": 8, "blocks": 1}',
+                name="first")
+    second = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1", "--model_path", str(first / "last.pth"),
+                 name="second")
+    assert load_model(second / "last.pth").config["width"] == 8
