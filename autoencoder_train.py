@@ -169,7 +169,7 @@ def train(args):
         return score, record, f"val {text} mean {score:.2f} dB"
 
     run = fit(args, model, optimizer, train_ds, step, validate, env=env, name=f"{args.model}-{args.drop_mode}",
-              files={"split.json": describe_split(split)}, curriculum=args.curriculum)
+              files={"split.json": describe_split(split)}, curriculum=args.curriculum, curriculum_start=args.drops_from)
     if env.is_main:
         finish(args, model, run, train_ds, test_ds, amp, env.device)
     env.barrier()

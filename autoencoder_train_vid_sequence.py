@@ -251,7 +251,7 @@ def train(args):
     run = fit(args, model, optimizer, train_ds, step, validate, env=env,
               name=f"{args.model}-{model.ae.model_name}-drop{args.drops}", files={"split.json": describe_split(split)},
               warmup=lambda total_steps: min(20, max(1, total_steps // 10)), log_every=5,
-              curriculum=args.curriculum, find_unused_parameters=not decode)
+              curriculum=args.curriculum, curriculum_start=args.drops_from, find_unused_parameters=not decode)
     if env.is_main:
         finish(args, model, run, train_ds, test_clips, levels, amp, env.device)
     env.barrier()

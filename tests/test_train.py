@@ -199,3 +199,21 @@ def test_model_path_brings_its_architecture(tmp_path):
     second = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1", "--model_path", str(first / "last.pth"),
                  name="second")
     assert load_model(second / "last.pth").config["width"] == 8
+
+
+def test_drops_from_trains_clean_first_then_ramps():
+    from training.engine import Step
+
+    def at(step, curriculum=0.0, start=0.0):
+        return Step(0, 0, step, 100, 1e-3, torch.Generator(), curriculum, start).ramp(12)
+
+    assert [at(s, start=0.8) for s in (0, 79, 80, 99)] == [0, 0, 12, 12]
+    assert [at(s, 0.1, 0.8) for s in (79, 80, 84, 89, 95)] == [0, 1, 6, 12, 12]
+    assert [at(s, 0.5) for s in (0, 49, 99)] == [0, 12, 12]  # the curriculum alone, as before
+
+
+def test_drops_from_reaches_the_masks(tmp_path):
+    out = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "20", "--drops-from", "0.5", "--drops", "8",
+              "--model-args", '{"width": 8, "blocks": 1}')
+    logged = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines() if '"max_drop"' in s]
+    assert [r["max_drop"] for r in logged if r["step"] in (10, 20)] == [0, 8]  # logged every 10 steps

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from network.loss import TRAIN_MODES
+from utils.argtypes import number_in
 
 DATA_HELP = ("data sources: 'sample' (embedded clips and photos), 'synthetic' (labelled clips), or paths "
              "(UCF Sports frames, <class>/<video>/<frame>, video files or folders, photos)")
@@ -62,5 +63,9 @@ def add_channel_loss_args(p: argparse.ArgumentParser, *, drops_help: str) -> Non
     p.add_argument("--drops", type=int, default=None, help=drops_help)
     p.add_argument("--curriculum", type=float, default=0.0,
                    help="fraction of training over which the max drop ramps linearly up to --drops (0 = off)")
+    p.add_argument("--drops-from", type=number_in(float, 0.0, 1.0), default=0.0,
+                   help="fraction of training before which nothing is dropped (0.8: train clean, then with loss "
+                        "for the last 20 %%, as GRACE fine-tunes a clean codec; a rate-distortion model trained "
+                        "with loss from the start lost 2 dB, checkpoints/MANIFEST.md)")
     p.add_argument("--quantize", type=int, default=0,
                    help="fine-tune through B-bit latent quantisation (straight-through estimator); 0 = off")

@@ -155,12 +155,17 @@ class Step:
     lr: float
     generator: torch.Generator  # seeded by (seed, epoch, index): the same after a resume and in any layout
     curriculum: float = 0.0  # fraction of training over which ramp() rises to its full value
+    curriculum_start: float = 0.0  # fraction of training before which ramp() is 0
 
     def ramp(self, value: int) -> int:
-        """``value`` ramped linearly up from 0 over the first ``curriculum`` of training (0: off)."""
+        """``value`` from the first ``curriculum_start`` of training on (0 before), ramped linearly up from
+        0 over the next ``curriculum`` of training (0: at once)."""
+        done = self.global_step - self.curriculum_start * self.total_steps
+        if done < 0:
+            return 0
         if self.curriculum <= 0:
             return value
-        return min(value, round(value * (self.global_step + 1) / (self.curriculum * self.total_steps)))
+        return min(value, round(value * (done + 1) / (self.curriculum * self.total_steps)))
 
 
 @dataclass
@@ -192,10 +197,12 @@ class _Fit:
     """One fit() call: its run folder, position, best score, the loop, validation and checkpoints."""
 
     def __init__(self, args, model, optimizer, train_set, step_fn, validate_fn, env: DistEnv, *,
-                 warmup: int | Callable[[int], int], log_every: int, curriculum: float, extra: dict | None):
+                 warmup: int | Callable[[int], int], log_every: int, curriculum: float, extra: dict | None,
+                 curriculum_start: float = 0.0):
         self.args, self.model, self.optimizer, self.env = args, model, optimizer, env
         self.train_set, self.step_fn, self.validate_fn = train_set, step_fn, validate_fn
         self.log_every, self.curriculum, self.extra = log_every, curriculum, extra
+        self.curriculum_start = curriculum_start
         self.local_bs = args.batch_size // env.world_size
         self.sampler = EpochSampler(train_set, env.world_size, env.rank, args.seed)
         self.loader = DataLoader(train_set, batch_size=self.local_bs, sampler=self.sampler, drop_last=True,
@@ -253,7 +260,7 @@ class _Fit:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         g = step_generator(self.args.seed, epoch, index)
         torch.manual_seed(g.initial_seed())  # dropout etc.: the same draws after a resume
-        return Step(epoch, index, self.global_step, self.total_steps, lr, g, self.curriculum)
+        return Step(epoch, index, self.global_step, self.total_steps, lr, g, self.curriculum, self.curriculum_start)
 
     def train_epoch(self, net, epoch: int, skip: int) -> int:
         """One epoch from batch ``skip``; returns the batches done in it."""
@@ -311,17 +318,19 @@ class _Fit:
 
 def fit(args, model, optimizer, train_set, step_fn, validate_fn, *, env: DistEnv, name: str,
         files: dict | None = None, extra: dict | None = None, warmup: int | Callable[[int], int] = 20,
-        log_every: int = 10, curriculum: float = 0.0, find_unused_parameters: bool = False) -> Run:
+        log_every: int = 10, curriculum: float = 0.0, find_unused_parameters: bool = False,
+        curriculum_start: float = 0.0) -> Run:
     """Train ``model`` on ``train_set`` (a dataset with ``set_epoch(epoch)``) for ``args.epochs`` epochs.
 
     ``name`` names a new run folder (``runs/NNN-<name>``); ``files`` are JSON files written into a new
     run folder next to args.json (e.g. {"split.json": ...}); ``extra`` goes into best.pth. ``warmup``:
     steps of learning-rate warmup, or a function of the run's total steps. metrics.jsonl gets the
     training loss every ``log_every`` steps; ``curriculum`` is the fraction of training over which
-    ``Step.ramp`` rises; ``find_unused_parameters`` is handed to DDP.
+    ``Step.ramp`` rises, from ``curriculum_start`` (a fraction of training) on; ``find_unused_parameters``
+    is handed to DDP.
     """
     loop = _Fit(args, model, optimizer, train_set, step_fn, validate_fn, env, warmup=warmup,
-                log_every=log_every, curriculum=curriculum, extra=extra)
+                log_every=log_every, curriculum=curriculum, extra=extra, curriculum_start=curriculum_start)
     loop.open(name, files or {})
     net = DDP(model, find_unused_parameters=find_unused_parameters) if env.distributed else model
     if args.compile:
