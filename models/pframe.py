@@ -15,6 +15,8 @@ loss drawn per frame so that the decoder learns to work from a degraded referenc
   the learned tables of its level, and decodes from its own bytes.
 - **Nothing received** (every channel of a P-frame lost): the decoder sees zeros and an all-zero mask and
   outputs the reference plus the correction it learned for that case (trained with whole-frame loss).
+- **I-frames** come from the intra codec inside (``intra``, an LRAE_RD: the same quality levels), so one
+  checkpoint holds everything a sender and a receiver need.
 
 x, ref: (B,3,H,W) in [0,1], sides multiples of 8 -> symbols (B,M,H/8,W/8) -> x_hat (B,3,H,W).
 
@@ -32,8 +34,8 @@ import torch
 from torch import nn
 
 from models.lrae import ResBlock, conv, upsample
-from models.rd import QualityLevels
-from models.registry import register_model
+from models.rd import QualityLevels, default_lambdas
+from models.registry import build_model, register_model
 from network.loss import apply_mask
 
 
@@ -51,9 +53,12 @@ class LRAE_VC_P(QualityLevels, nn.Module):  # noqa: N801 - the project's naming
 
     stride = 8
 
-    def __init__(self, latent_channels: int = 32, width: int = 64, blocks: int = 2, up_width: int = 32,
-                 levels: int = 6, lambdas: tuple[float, ...] | None = None):
+    def __init__(self, intra: str = "LRAE_RD", intra_kwargs: dict | None = None, latent_channels: int = 32,
+                 width: int = 64, blocks: int = 2, up_width: int = 32, lambdas: tuple[float, ...] | None = None):
         super().__init__()
+        self.intra = build_model(intra, **(intra_kwargs or {}))
+        if self.intra.kind != "frame" or self.intra.levels < 2:
+            raise ValueError(f"intra={intra!r} is not a frame codec with quality levels (e.g. LRAE_RD)")
         self.latent_channels = m = latent_channels
         act = nn.LeakyReLU(0.1, inplace=True)
         self.encoder = nn.Sequential(conv(6, 32, stride=2), act, conv(32, width, stride=2), act,
@@ -64,7 +69,15 @@ class LRAE_VC_P(QualityLevels, nn.Module):  # noqa: N801 - the project's naming
         self.out = conv(16 + 3, 3)  # the upsampled features beside the full-resolution reference
         nn.init.zeros_(self.out.weight)  # untrained = show the reference (copy previous), exactly
         nn.init.zeros_(self.out.bias)
-        self.init_levels(m, levels, lambdas)
+        if lambdas is None:  # a quality index means the same for I- and P-frames
+            lambdas = self.intra.config.get("lambdas") or default_lambdas(self.intra.levels)
+        self.init_levels(m, self.intra.levels, lambdas)
+
+    def param_groups(self) -> list[dict]:
+        """The P-frame codec's parameters (the intra codec inside trains on its own, autoencoder_train.py)."""
+        groups = super().param_groups()
+        intra = {id(p) for p in self.intra.parameters()}
+        return [{**g, "params": [p for p in g["params"] if id(p) not in intra]} for g in groups]
 
     def check_size(self, height: int, width: int) -> None:
         if height % self.stride or width % self.stride:

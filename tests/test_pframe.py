@@ -1,17 +1,22 @@
 """LRAE_VC_P (models/pframe.py): the P-frame codec's contract, packet independence of its latent, the
 untrained model's copy-previous, the nothing-received case, and that the reference steers the decode."""
 
+import json
+
 import pytest
 import torch
 
-from models import build_model, kind_of, model_names
+from models import build_model, kind_of, load_model, model_names
 from models.rd import LRAE_RD
+
+TINY = {"intra_kwargs": {"latent_channels": 8, "width": 16, "blocks": 1, "up_width": 8, "levels": 3},
+        "latent_channels": 8, "width": 16, "blocks": 1, "up_width": 8}
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = build_model("LRAE_VC_P", latent_channels=8, width=16, blocks=1, up_width=8, levels=3)
+    m = build_model("LRAE_VC_P", **TINY)
     torch.nn.init.normal_(m.out.weight, std=0.05)  # a trained-looking output layer (it starts at zero)
     return m.eval()
 
@@ -24,8 +29,12 @@ def frames(seed=0, n=2, side=32):
 def test_registered_as_inter_codec_sharing_the_quality_levels(model):
     assert kind_of(model) == "inter" and "LRAE_VC_P" in model_names("inter")
     assert model.latent_shape(64, 96) == (8, 8, 12) and model.levels == 3
-    rd = build_model("LRAE_RD", latent_channels=8, width=16, levels=3)
-    assert isinstance(rd, LRAE_RD) and type(model).dequantize is type(rd).dequantize  # one implementation
+    assert isinstance(model.intra, LRAE_RD) and type(model).dequantize is type(model.intra).dequantize
+    assert torch.equal(model.lambdas, model.intra.lambdas), "a quality index means the same for I and P frames"
+    intra = {id(p) for p in model.intra.parameters()}
+    assert not any(id(p) in intra for g in model.param_groups() for p in g["params"])
+    with pytest.raises(ValueError, match="not a frame codec with quality levels"):
+        build_model("LRAE_VC_P", intra="LRAE_VC")
 
 
 def test_forward_contract(model):
@@ -41,7 +50,7 @@ def test_forward_contract(model):
 
 def test_untrained_output_layer_shows_the_reference():
     torch.manual_seed(0)
-    m = build_model("LRAE_VC_P", latent_channels=8, width=16, blocks=1, up_width=8, levels=3).eval()
+    m = build_model("LRAE_VC_P", **TINY).eval()
     x, ref = frames()
     with torch.no_grad():
         assert torch.equal(m(x, ref)["x_hat"], ref.clamp(0, 1))
@@ -86,3 +95,26 @@ def test_training_pass_has_gradients_everywhere(model):
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
+
+
+def test_training_script_runs_and_reports_intra_vs_p(tmp_path, capsys):
+    import pframe_train
+    from utils.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    intra = build_model("LRAE_RD", **TINY["intra_kwargs"])
+    save_checkpoint(tmp_path / "intra.pth", make_checkpoint(intra))
+    common = ["--data", "synthetic:1,8", "--size", "32", "--crop", "32", "--seq-len", "3", "--batch-size", "2",
+              "--max-steps", "2", "--eval-frames", "4", "--amp", "none", "--val-frames", "6",
+              "--model-args", '{"latent_channels": 8, "width": 16, "blocks": 1, "up_width": 8}']
+    out = pframe_train.main(["--intra", str(tmp_path / "intra.pth"), "--out-dir", str(tmp_path / "run"), *common])
+    ckpt = load_checkpoint(out / "LRAE_VC_P_final.pth")
+    assert ckpt["model"] == "LRAE_VC_P" and {"codec", "p_codec"} <= ckpt["extra"].keys()
+    rows = json.loads((out / "pframe_eval.json").read_text())["rows"]
+    assert [r["quality"] for r in rows] == [0, 1, 2] and all(r["p_bpp"] > 0 and r["intra_psnr"] > 0 for r in rows)
+    assert "I+P dB" in capsys.readouterr().out
+    model = load_model(out / "LRAE_VC_P_final.pth")
+    assert all(torch.equal(a, b) for a, b in zip(model.intra.state_dict().values(), intra.state_dict().values())), \
+        "the intra codec stays frozen"
+    with pytest.raises(SystemExit, match="--intra .* or --model-path"):
+        pframe_train.main(common)
