@@ -43,36 +43,28 @@ def default_lambdas(levels: int) -> tuple[float, ...]:
     return tuple(round(lo * (hi / lo) ** (i / (levels - 1)), 6) for i in range(levels))
 
 
-@register_model("LRAE_RD", kind="frame")
-class LRAE_RD(FrameCodec):  # noqa: N801 - the project's naming
-    """Variable-rate loss-resilient codec: M x H/8 x W/8 latent, ``levels`` quality levels.
+class QualityLevels:
+    """Quality levels for a model with a learned entropy model (mixed into an ``nn.Module``): per level a
+    learned gain and inverse-gain vector over the latent channels and a factorized prior, and the lambda
+    the level trains at. LRAE_RD and the P-frame codec (models/pframe.py) share it; the attribute names
+    (``log_gain``, ``log_inv_gain``, ``priors``) are the checkpoints' keys."""
 
-    ``encode(x, quality)`` -> y (B,M,h,w), already scaled by the level's gain: round it to get the
-    symbols. ``decode(y_hat, mask, quality)`` -> x_hat (y_hat is rounded there if it is not yet).
-    ``forward(x, mask, quality=...)`` -> dict with
-    x_hat, z (the rounded latent as received), mask, likelihoods (B,M,h,w), quality (B,), lmbda (B,).
-    """
-
-    stride = 8
     # The priors' CDF networks and the gain vectors learn at this multiple of the transforms' rate: at the
     # transforms' rate (3e-4) the priors stayed near their wide initial density for hundreds of steps,
     # every level paid ~1.3 bpp for all-zero latents and PSNR plateaued (see checkpoints/MANIFEST.md).
     entropy_lr_scale = 10.0
 
-    def __init__(self, latent_channels: int = 32, width: int = 64, blocks: int = 2, up_width: int = 32,
-                 levels: int = 6, lambdas: tuple[float, ...] | None = None):
-        super().__init__()
+    def init_levels(self, channels: int, levels: int, lambdas: tuple[float, ...] | None) -> None:
         lambdas = tuple(lambdas) if lambdas is not None else default_lambdas(levels)
         if len(lambdas) != levels or levels < 1:
             raise ValueError(f"need one lambda per quality level ({levels}), got {len(lambdas)}")
-        self.latent_channels, self.levels = latent_channels, levels
+        self.levels = levels
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32), persistent=False)
-        self.encoder, self.decoder = transforms(latent_channels, width, blocks, up_width)
         # log2 gains spread over three octaves, level 0 coarsest, learned from there.
-        start = torch.linspace(0.0, 3.0, levels)[:, None].expand(levels, latent_channels)
+        start = torch.linspace(0.0, 3.0, levels)[:, None].expand(levels, channels)
         self.log_gain = nn.Parameter(start.clone())
         self.log_inv_gain = nn.Parameter(-start.clone())
-        self.priors = nn.ModuleList(FactorizedPrior(latent_channels) for _ in range(levels))
+        self.priors = nn.ModuleList(FactorizedPrior(channels) for _ in range(levels))
 
     def param_groups(self) -> list[dict]:
         entropy = [p for n, p in self.named_parameters() if n.startswith("priors.") or "gain" in n]
@@ -80,7 +72,6 @@ class LRAE_RD(FrameCodec):  # noqa: N801 - the project's naming
         rest = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": rest}, {"params": entropy, "lr_scale": self.entropy_lr_scale}]
 
-    # ------------------------------------------------------------------ helpers
     def _quality(self, quality, batch: int, device) -> torch.Tensor:
         q = torch.as_tensor(self.levels - 1 if quality is None else quality, device=device).long()
         q = q.expand(batch) if q.dim() == 0 else q
@@ -91,6 +82,18 @@ class LRAE_RD(FrameCodec):  # noqa: N801 - the project's naming
     def _gain(self, log_gain: torch.Tensor, q: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return torch.exp2(log_gain[q]).to(like.dtype)[:, :, None, None]
 
+    def train_quality(self, quality, batch: int, device) -> torch.Tensor:
+        """``quality`` as a (batch,) tensor; in training mode without one, every sample draws its level
+        from torch's (seeded) global generator."""
+        if quality is None and self.training:
+            quality = torch.randint(0, self.levels, (batch,)).to(device)
+        return self._quality(quality, batch, device)
+
+    def scale(self, y: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """The analysis output -> the level's symbols before rounding (float32: bf16 steps are 0.5 at 64)."""
+        y = y.float()
+        return y * self._gain(self.log_gain, q, y)
+
     def likelihood(self, y: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Probability of each (noisy or rounded) scaled latent value under its level's prior."""
         out = torch.empty(y.shape, device=y.device, dtype=torch.float32)
@@ -99,12 +102,12 @@ class LRAE_RD(FrameCodec):  # noqa: N801 - the project's naming
             out[sel] = self.priors[level].likelihood(y[sel])
         return out
 
-    # ------------------------------------------------------------------ codec API
-    def encode(self, x: torch.Tensor, quality=None) -> torch.Tensor:
-        self.check_size(x.shape[-2], x.shape[-1])
-        q = self._quality(quality, x.shape[0], x.device)
-        y = self.encoder(x).float()  # gains, rounding and noise in float32 (bf16 steps are 0.5 at |y| = 64)
-        return y * self._gain(self.log_gain, q, y)
+    def quantize(self, y: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled latent -> (symbols for the decoder: rounded, straight through; likelihoods for the rate:
+        of the noisy latent in training, of the symbols otherwise)."""
+        y_hat = y + (torch.round(y) - y).detach()
+        noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else y_hat
+        return y_hat, self.likelihood(noisy, q)
 
     def dequantize(self, z: torch.Tensor, quality=None) -> torch.Tensor:
         """Symbols of level ``quality`` -> the level-free latent: rounded (a no-op on integers; straight
@@ -112,6 +115,31 @@ class LRAE_RD(FrameCodec):  # noqa: N801 - the project's naming
         q = self._quality(quality, z.shape[0], z.device)
         z = z + (torch.round(z) - z).detach()
         return z * self._gain(self.log_inv_gain, q, z)
+
+
+@register_model("LRAE_RD", kind="frame")
+class LRAE_RD(QualityLevels, FrameCodec):  # noqa: N801 - the project's naming
+    """Variable-rate loss-resilient codec: M x H/8 x W/8 latent, ``levels`` quality levels.
+
+    ``encode(x, quality)`` -> y (B,M,h,w), already scaled by the level's gain: round it to get the
+    symbols. ``decode(y_hat, mask, quality)`` -> x_hat (y_hat is rounded there if it is not yet).
+    ``forward(x, mask, quality=...)`` -> dict with
+    x_hat, z (the rounded latent as received), mask, likelihoods (B,M,h,w), quality (B,), lmbda (B,).
+    """
+
+    stride = 8
+
+    def __init__(self, latent_channels: int = 32, width: int = 64, blocks: int = 2, up_width: int = 32,
+                 levels: int = 6, lambdas: tuple[float, ...] | None = None):
+        super().__init__()
+        self.latent_channels = latent_channels
+        self.encoder, self.decoder = transforms(latent_channels, width, blocks, up_width)
+        self.init_levels(latent_channels, levels, lambdas)  # after the transforms: the parameters' order of v1
+
+    # ------------------------------------------------------------------ codec API
+    def encode(self, x: torch.Tensor, quality=None) -> torch.Tensor:
+        self.check_size(x.shape[-2], x.shape[-1])
+        return self.scale(self.encoder(x), self._quality(quality, x.shape[0], x.device))
 
     def synthesize(self, latent: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is None:
@@ -126,15 +154,10 @@ class LRAE_RD(FrameCodec):  # noqa: N801 - the project's naming
         """Training and evaluation pass. ``quantizer`` is not used: rounding is this model's quantiser
         (noise for the rate term in training, straight-through rounding for the decoder). In training
         mode without ``quality``, every sample draws its level from torch's (seeded) global generator."""
-        if quality is None and self.training:
-            quality = torch.randint(0, self.levels, (x.shape[0],)).to(x.device)
-        q = self._quality(quality, x.shape[0], x.device)
-        y = self.encode(x, q)
-        y_hat = y + (torch.round(y) - y).detach()
-        noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else y_hat
-        likelihoods = self.likelihood(noisy, q)
+        q = self.train_quality(quality, x.shape[0], x.device)
+        y_hat, likelihoods = self.quantize(self.encode(x, q), q)
         if mask is None:
-            mask = torch.ones(y.shape[:2], device=y.device, dtype=y.dtype)
+            mask = torch.ones(y_hat.shape[:2], device=y_hat.device, dtype=y_hat.dtype)
         z = apply_mask(y_hat, mask)
         return {"x_hat": self.decode(z, mask, q), "z": z, "mask": mask, "likelihoods": likelihoods,
                 "quality": q, "lmbda": self.lambdas[q]}

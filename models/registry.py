@@ -12,7 +12,7 @@ from codec.packetize import codec_from_checkpoint
 from utils.checkpoint import CheckpointError, load_checkpoint
 
 MODELS: dict[str, type[nn.Module]] = {}
-KINDS = ("frame", "temporal", "classifier")
+KINDS = ("frame", "temporal", "inter", "classifier")
 MAX_PARAMETERS = 200_000_000  # 800 MB of fp32 weights: far above every registered model at its defaults
 PLAIN = (bool, int, float, str, type(None), list, tuple, dict)
 MAX_INT_ARG = 1 << 16  # no size, depth or count argument is larger; keeps the meta build below quick
@@ -23,9 +23,9 @@ def register_model(name: str, *, kind: str, head: bool = False):
 
     ``kind`` says what the model is, so no caller has to guess from its methods:
     ``frame`` (a FrameCodec: encode/decode, its latent channels travel as packets), ``temporal`` (a
-    frame codec ``.ae`` plus ``step``, which fills lost channels from earlier frames) or ``classifier``
-    (frames -> logits). ``head=True`` marks a frame codec with a classification head (``classify``),
-    trained on labelled data.
+    frame codec ``.ae`` plus ``step``, which fills lost channels from earlier frames), ``inter`` (a P-frame
+    codec: encode/decode against a reference frame, models/pframe.py) or ``classifier`` (frames -> logits).
+    ``head=True`` marks a frame codec with a classification head (``classify``), trained on labelled data.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; choose from {', '.join(KINDS)}")
