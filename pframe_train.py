@@ -144,7 +144,8 @@ def train(args):
         return score, {"val_mean_psnr": score, "val": {str(k): v for k, v in res.items()}}, f"val P-frames {text}"
 
     run = fit(args, model, optimizer, train_ds, step, validate, env=env, name="LRAE_VC_P",
-              files={"split.json": describe_split(split)}, curriculum=args.curriculum)
+              files={"split.json": describe_split(split)}, curriculum=args.curriculum,
+              curriculum_start=args.drops_from)
     if env.is_main:
         finish(args, model, run, test_clips, env.device, amp)
     env.barrier()
