@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from codec.quant import DEFAULT_BITS, calibrate, training_quantizer
-from data import ClipDataset, DataError, describe_split, load_videos, split_videos
+from data import clip_splits, describe_split
 from evaluation import temporal as temporal_eval
 from models import build_model, kind_of, load_model, model_names
 from models.rd_tables import learned_codec
@@ -101,21 +101,10 @@ def parse_args(argv):
 
 
 def build_data(args):
-    videos = load_videos(args.data or ["sample"], size=args.size, seed=args.seed)
-    split = split_videos(videos, seed=args.seed)
-    if not split["train"]:
-        raise DataError("the training split is empty: give more videos with --data")
-    train = ClipDataset(split["train"], length=args.seq_len, stride=args.clip_stride, crop=args.crop,
-                        train=True, seed=args.seed)
-    val = ClipDataset(split["val"] or split["test"], length=args.seq_len, stride=args.seq_len, crop=args.crop)
-    held_out = [v for v in split["test"] or split["val"] if v.num_frames > 1]
-    held_out = [held_out[i] for i in sorted({round(k * (len(held_out) - 1) / max(args.eval_videos - 1, 1))
-                                             for k in range(min(args.eval_videos, len(held_out)))})]
-    if not held_out:
-        raise DataError("no test (or val) video with more than one frame to evaluate on")
-    test = [ClipDataset([v], length=min(args.eval_frames, v.num_frames), stride=v.num_frames, crop=args.size)[0]["x"]
-            for v in held_out]
-    return split, train, val, test
+    """(split, training clips, val clips, test clips) of ``--data``: data.clip_splits with this script's flags."""
+    return clip_splits(args.data or ["sample"], size=args.size, seed=args.seed, length=args.seq_len,
+                       stride=args.clip_stride, crop=args.crop, eval_videos=args.eval_videos,
+                       eval_frames=args.eval_frames)
 
 
 def build(args):

@@ -28,8 +28,7 @@ import sys
 
 import torch
 
-from autoencoder_train_vid_sequence import build_data
-from data import describe_split
+from data import clip_splits, describe_split
 from models import build_model, load_model
 from models.rd_tables import learned_codec
 from network.loss import TRAIN_MODES, sample_masks
@@ -108,7 +107,9 @@ def train(args):
         raise SystemExit(f"error: --drops {max_drop} is outside 0..{c_p}")
     for side in {args.crop, args.size}:
         model.check_size(side, side)
-    split, train_ds, val_ds, test_clips = build_data(args)
+    split, train_ds, val_ds, test_clips = clip_splits(args.data or ["sample"], args.size, args.seed, args.seq_len,
+                                                      args.clip_stride, args.crop, args.eval_videos,
+                                                      args.eval_frames)
     optimizer = torch.optim.Adam(model.param_groups(), lr=args.lr)
     amp = autocast(env.device, args.amp)
 

@@ -11,7 +11,7 @@ Decoding and the frame cache: data/core.py.
 """
 
 from .core import DataError, Video, VideoSet, natural_key, set_cache_limit
-from .datasets import ClipDataset, FrameDataset, describe_split, require_labels, split_videos
+from .datasets import ClipDataset, FrameDataset, clip_splits, describe_split, require_labels, split_videos
 from .sources import load_videos, read_frames
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "FrameDataset",
     "Video",
     "VideoSet",
+    "clip_splits",
     "describe_split",
     "load_videos",
     "natural_key",

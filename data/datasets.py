@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .core import DataError, Video, VideoSet
+from .sources import load_videos
 
 log = logging.getLogger(__name__)
 
@@ -272,3 +273,25 @@ class ClipDataset(_Augmented):
         x = self._augment(video.frames()[start:start + self.length], video, index)
         return {"x": x, "label": torch.tensor(video.label, dtype=torch.int64), "index": index,
                 "video": video.name, "start": start}
+
+
+def clip_splits(specs: list[str], size: int, seed: int, length: int, stride: int, crop: int | None,
+                eval_videos: int, eval_frames: int):
+    """What the clip trainers (conv_lstm_ae, LRAE_VC_P) train and test on: (split, training clips of ``length``
+    frames every ``stride`` frames at ``crop``, val clips, test clips) - the test clips are the first
+    ``eval_frames`` frames of ``eval_videos`` test videos (evenly spaced; val if the test split is empty)
+    of more than one frame, (T,3,size,size) tensors."""
+    videos = load_videos(specs, size=size, seed=seed)
+    split = split_videos(videos, seed=seed)
+    if not split["train"]:
+        raise DataError("the training split is empty: give more videos with --data")
+    train = ClipDataset(split["train"], length=length, stride=stride, crop=crop, train=True, seed=seed)
+    val = ClipDataset(split["val"] or split["test"], length=length, stride=length, crop=crop)
+    held_out = [v for v in split["test"] or split["val"] if v.num_frames > 1]
+    held_out = [held_out[i] for i in sorted({round(k * (len(held_out) - 1) / max(eval_videos - 1, 1))
+                                             for k in range(min(eval_videos, len(held_out)))})]
+    if not held_out:
+        raise DataError("no test (or val) video with more than one frame to evaluate on")
+    test = [ClipDataset([v], length=min(eval_frames, v.num_frames), stride=v.num_frames, crop=size)[0]["x"]
+            for v in held_out]
+    return split, train, val, test
