@@ -229,9 +229,9 @@ def run(args):
                                 "bd_rate": rd.bd_rates(c["rd_under_loss"], baselines)} for seq, c in zip(seqs, clips)]
     write_all(out, payload, result["strip"])
     print(f"results: {out / 'results.json'} (table: {out / 'results.md'})")
-    for rate in rates:
-        at = [r for r in rows if r["loss_rate"] == rate and r["psnr"] is not None]
-        print(f"loss {100 * rate:g} %: " + "  ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in at))
+    for cond in dict.fromkeys((r["loss_model"], r["loss_rate"]) for r in rows):  # each condition once, in order
+        at = [r for r in rows if (r["loss_model"], r["loss_rate"]) == cond and r["psnr"] is not None]
+        print(f"loss {cond[0]} {100 * cond[1]:g} %: " + "  ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in at))
     for b in payload["bd_rate_clean"]:
         value = "n/a" if b["bd_rate"] is None else f"{b['bd_rate']:+.1f} %"
         print(f"BD-rate {b['method']} vs {b['anchor']} at 0 % loss (RD curves): {value}")
