@@ -2,7 +2,7 @@
 decode it with zero fill and with a fill from the past, and compare against JPEG and H.264.
 
     make demo                                 # creates .venv, installs, then: python demo.py --out-dir runs/demo
-    python demo.py --kbps 360                 # the sender's rate control holds 360 kbit/s (1.5 KB/frame at 30 fps)
+    python demo.py --kbps 600                 # the sender's rate control holds 600 kbit/s (5 KB/frame at 15 fps)
     python demo.py --model-path checkpoints/LRAE_VC.pth --temporal checkpoints/conv_lstm_ae.pth   # v1 + ConvLSTM
     python demo.py --max-frames 30 --eval-frames 16 --out-dir runs/demo-quick      # a quicker look
     python demo.py --input clip.mp4 --loss burst:0.3,4 --out-dir runs/demo-burst
@@ -14,8 +14,9 @@ the same frame model) the ConvLSTM fills instead.
 Steps, each a subprocess of this Python (``--threads`` torch threads each), all offline:
 1. receiver_decode.py --once --policy copy|convlstm --compare-zero-fill --reference INPUT on a free
    127.0.0.1 port (its "Listening on" line is awaited, ``--startup-timeout``);
-2. sender_encode.py --input INPUT --loss random:0.3 --seed 1 over TCP at its default 30 fps and 30 ms
-   deadline (``--kbps``: with rate control); both must finish within ``--timeout`` s;
+2. sender_encode.py --input INPUT --loss random:0.3 --seed 1 over TCP at ``--fps`` (15: sender, receiver
+   and the receiver's second decode share the CPU) and its 30 ms deadline (``--kbps``: with rate control);
+   both must finish within ``--timeout`` s;
 3. evaluate.py on the same clip (ours with zero fill, copy fill and, with ``--temporal``, the ConvLSTM;
    JPEG, H.264; at loss rates 0, 0.1, 0.3, 0.5; ``--eval-frames`` frames; 0 skips it), for the
    quality-vs-loss plot.
@@ -59,6 +60,9 @@ def parse_args(argv):
     p.add_argument("--temporal", default=None,
                    help="conv_lstm_ae checkpoint over the same frame autoencoder (e.g. checkpoints/conv_lstm_ae.pth "
                         "with checkpoints/LRAE_VC.pth): the receiver's main fill becomes the ConvLSTM")
+    p.add_argument("--fps", type=float, default=15.0,
+                   help="the sender's frame rate (sender, receiver and the receiver's zero-fill comparison share "
+                        "the CPU: on 2 cores LRAE_RD falls behind at 30 fps and its latency grows)")
     p.add_argument("--kbps", type=float, default=None,
                    help="the sender's rate control target (a model with quality levels); default: its top level")
     p.add_argument("--out-dir", "--out_dir", default="runs/demo", help="scratch folder, replaced on every run")
@@ -125,6 +129,7 @@ def start_receiver(args, out: Path, paths: dict):
     cmd = [sys.executable, str(ROOT / "receiver_decode.py"), "--model-path", paths["model"],
            *temporal_flags(paths), "--policy", policy(paths), "--compare-zero-fill", "--host", "127.0.0.1",
            "--port", "0", "--once", "--out-dir", str(out / "stream"), "--reference", paths["input"], "--no-png",
+           "--mp4-fps", str(args.fps),
            "--threads", str(args.threads)]
     with open(log_path, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -173,7 +178,8 @@ def stream(args, out: Path, paths: dict) -> tuple[dict, dict]:
         log.info("receiver listening on 127.0.0.1:%d; streaming %s with %s loss", port, args.input, args.loss)
         cmd = [sys.executable, str(ROOT / "sender_encode.py"), "--input", paths["input"],
                "--model-path", paths["model"], "--host", "127.0.0.1", "--port", str(port), "--transport", "tcp",
-               "--loss", args.loss, "--seed", str(args.seed), "--size", str(args.size), "--threads", str(args.threads)]
+               "--loss", args.loss, "--seed", str(args.seed), "--size", str(args.size), "--threads", str(args.threads),
+               "--fps", str(args.fps)]
         if args.max_frames is not None:
             cmd += ["--max-frames", str(args.max_frames)]
         if args.kbps is not None:
@@ -274,8 +280,8 @@ def main(argv=None):
              "temporal": str(Path(args.temporal).resolve()) if args.temporal else None,
              "input": str(local.resolve()) if local else args.input}
     keep = [Path(p) for p in (paths["model"], paths["temporal"]) if p] + ([local] if local else [])
-    if args.kbps is not None and not args.kbps > 0:
-        raise SystemExit(f"error: --kbps must be > 0, got {args.kbps}")
+    if args.kbps is not None and not args.kbps > 0 or not args.fps > 0:
+        raise SystemExit(f"error: --kbps and --fps must be > 0, got {args.kbps}, {args.fps}")
     out = prepare_out_dir(Path(args.out_dir), keep)
     (out / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
     try:
