@@ -83,4 +83,4 @@ def test_evaluate_reports_accuracy_beside_the_originals(trained, tmp_path):
     assert [r["loss_rate"] for r in originals] == [0.0, 0.5]
     assert len({r["accuracy"] for r in originals}) == 1
     assert all(r["accuracy"] is not None for r in rows)
-    assert {r["method"] for r in rows} == {"original", "ours", "jpeg", "jpeg-best", "h264"}
+    assert {r["method"] for r in rows} == {"original", "ours", "ours+copy", "jpeg", "jpeg-best", "h264"}
