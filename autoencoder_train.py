@@ -37,6 +37,7 @@ from models.rd_tables import learned_codec
 from network.loss import sample_masks
 from training.args import add_channel_loss_args, add_train_args
 from training.engine import autocast, fit, run_main, setup, spaced, to_device
+from training.objectives import rd_terms
 from training.run import write_json
 from utils import plots
 from utils.checkpoint import load_checkpoint
@@ -95,19 +96,6 @@ def build_data(args, needs_labels: bool):
 def final_name(model: str, drop_mode: str) -> str:
     """The prototype's name for the final weights, where the seed's sender/receiver commands look."""
     return f"{model}_final_{SEED_SUFFIX[drop_mode]}.pth"
-
-
-def rd_terms(out: dict, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Loss and logs of one batch. A model with a learned entropy model (``likelihoods`` in its output)
-    trains on the rate-distortion loss lambda * 255^2 * MSE + bits per pixel, each sample's lambda from its
-    quality level; any other on MSE. Logs: bpp (estimated from the likelihoods) and PSNR of the batch."""
-    mse = (out["x_hat"].float() - x.float()).square().mean(dim=(1, 2, 3))
-    logs = {"psnr": (10 * torch.log10(1 / mse.detach().clamp_min(1e-10))).mean().item()}
-    if "likelihoods" not in out:
-        return mse.mean(), logs
-    bpp = -torch.log2(out["likelihoods"]).sum(dim=(1, 2, 3)) / (x.shape[-2] * x.shape[-1])
-    logs["bpp"] = bpp.detach().mean().item()
-    return (out["lmbda"] * 255.0 ** 2 * mse + bpp).mean(), logs
 
 
 def main(argv=None):

@@ -34,6 +34,7 @@ from models.rd_tables import learned_codec
 from network.loss import TRAIN_MODES, sample_masks
 from training.args import add_channel_loss_args, add_train_args
 from training.engine import autocast, fit, run_main, setup, spaced
+from training.objectives import rd_terms
 from training.run import write_json
 from utils import plots
 from utils.checkpoint import CheckpointError, load_checkpoint
@@ -78,14 +79,6 @@ def build(args):
     return model, None
 
 
-def rd_loss(out: dict, x: torch.Tensor) -> tuple[torch.Tensor, float, float]:
-    """lambda * 255^2 * MSE + bpp per sample, averaged; and the batch's PSNR and bpp for the logs."""
-    mse = (out["x_hat"].float() - x.float()).square().mean(dim=(1, 2, 3))
-    bpp = -torch.log2(out["likelihoods"]).sum(dim=(1, 2, 3)) / (x.shape[-2] * x.shape[-1])
-    loss = (out["lmbda"] * 255.0 ** 2 * mse + bpp).mean()
-    return loss, float((10 * torch.log10(1 / mse.detach().clamp_min(1e-10))).mean()), float(bpp.detach().mean())
-
-
 @torch.no_grad()
 def intra_frame(intra, x: torch.Tensor, q: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The receiver's I-frame: (decoded frame, bits per pixel estimated from the intra prior)."""
@@ -127,10 +120,10 @@ def train(args):
             mask[torch.rand(args.batch_size, generator=g) < args.whole_loss] = 0.0
             with amp:
                 out = net(x[:, f], ref, env.shard(mask).to(env.device), quality=q)
-            loss, p, r = rd_loss(out, x[:, f])
+            loss, frame_logs = rd_terms(out, x[:, f])
             total = total + loss / (t - 1)
-            logs["psnr"] += p / (t - 1)
-            logs["bpp"] += r / (t - 1)
+            for k in logs:
+                logs[k] += frame_logs[k] / (t - 1)
             ref = out["x_hat"].detach().float().clamp(0, 1)
         return total, {"max_drop": drop_now, **logs}
 

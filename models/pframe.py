@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.base import FrameCodec
 from models.lrae import ResBlock, conv, upsample
 from models.rd import QualityLevels, default_lambdas
 from models.registry import build_model, register_model
@@ -79,13 +80,8 @@ class LRAE_VC_P(QualityLevels, nn.Module):  # noqa: N801 - the project's naming
         intra = {id(p) for p in self.intra.parameters()}
         return [{**g, "params": [p for p in g["params"] if id(p) not in intra]} for g in groups]
 
-    def check_size(self, height: int, width: int) -> None:
-        if height % self.stride or width % self.stride:
-            raise ValueError(f"LRAE_VC_P needs input sides that are multiples of {self.stride}, got {height}x{width}")
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        self.check_size(height, width)
-        return self.latent_channels, height // self.stride, width // self.stride
+    check_size = FrameCodec.check_size  # the frame codecs' rules: sides multiples of the stride
+    latent_shape = FrameCodec.latent_shape
 
     def encode(self, x: torch.Tensor, ref: torch.Tensor, quality=None) -> torch.Tensor:
         """Scaled latent of level ``quality`` (round it for the symbols)."""

@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from codec.entropy import decode_symbols, encode_symbols, table_from_counts
+from codec.entropy import decode_symbols, encode_symbols
+from models.rd_tables import prior_tables
 
 
 class RDCoder:
@@ -26,14 +27,7 @@ class RDCoder:
 
     def __init__(self, model, max_symbols: int = 255, tail: float = 1e-6):
         self.channels = model.latent_channels
-        self.tables: list[list[np.ndarray]] = []
-        self.offsets: list[np.ndarray] = []
-        for prior in model.priors:
-            counts, offsets = prior.integer_tables(max_symbols=max_symbols, tail=tail)
-            # a channel whose prior put all its mass on one symbol (an unused channel) gets a second,
-            # never-used symbol: the coder needs two (its bytes are then ~nothing)
-            self.tables.append([table_from_counts(c if len(c) > 1 else np.append(c, 0)) for c in counts])
-            self.offsets.append(offsets)
+        self.tables, self.offsets = prior_tables(model, max_symbols, tail)
 
     def symbols(self, z: torch.Tensor, quality: int) -> np.ndarray:
         """Rounded latent (B,C,h,w) -> table indices (int64), clamped into each channel's support."""

@@ -29,14 +29,21 @@ from models.registry import load_model
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
-def learned_codec(model, max_symbols: int = 255, tail: float = 1e-6) -> dict:
-    """The ``ckpt["extra"]["codec"]`` entry of a model with learned priors (LRAE_RD): integer tensors only."""
+def prior_tables(model, max_symbols: int = 255, tail: float = 1e-6) -> tuple[list[list[np.ndarray]], list[np.ndarray]]:
+    """Per quality level, each channel's exact range-coder table and the offset of its first symbol, from
+    the model's learned priors. A channel whose prior put all its mass on one symbol (an unused channel)
+    gets a second, never-used symbol: the coder needs two (its bytes are then ~nothing)."""
     tables, offsets = [], []
     for prior in model.priors:
         counts, offs = prior.integer_tables(max_symbols=max_symbols, tail=tail)
         tables.append([table_from_counts(np.append(c, 0) if len(c) < 2 else c) for c in counts])
         offsets.append(offs)
-    return pack_tables(tables, offsets)
+    return tables, offsets
+
+
+def learned_codec(model, max_symbols: int = 255, tail: float = 1e-6) -> dict:
+    """The ``ckpt["extra"]["codec"]`` entry of a model with learned priors (LRAE_RD): integer tensors only."""
+    return pack_tables(*prior_tables(model, max_symbols, tail))
 
 
 def add_tables(path: str, out: str | None = None) -> dict:
