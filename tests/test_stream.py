@@ -67,9 +67,14 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
 
 
 def wait_bound(port: int, kind) -> None:
-    """Until the receiver holds the port (our own bind then fails); no sleeping on a clock."""
+    """Until the receiver holds the port (our own bind then fails); no sleeping on a clock. Over TCP the
+    probe binds with SO_REUSEADDR, as the receiver does: then the probe never keeps the receiver from
+    binding (it did, rarely: the receiver exited and this loop waited its full course), and only a
+    listening receiver makes the probe's bind fail. (A UDP receiver binds without it; the race remains.)"""
     for _ in range(100000):
         with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
