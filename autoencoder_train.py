@@ -34,6 +34,7 @@ from data import DataError, FrameDataset, describe_split, load_videos, require_l
 from evaluation.frame_eval import eval_levels, reconstructions, sweep
 from models import MODELS, build_model, has_head, load_model, model_names
 from models.rd_tables import learned_codec
+from models.registry import grow
 from network.loss import sample_masks
 from training.args import add_channel_loss_args, add_train_args
 from training.engine import autocast, fit, run_main, setup, spaced, to_device
@@ -108,7 +109,7 @@ def train(args):
     videos, split, train_ds, val_ds, test_ds = build_data(args, needs_labels)
     model_kwargs = json.loads(args.model_args)
     init_ckpt = None
-    if args.model_path:  # its architecture, unless --model-args says otherwise (then its weights must fit)
+    if args.model_path:  # its architecture, with --model-args on top (its weights must fit)
         init_ckpt = load_checkpoint(args.model_path)
         if init_ckpt.get("model") == args.model:  # another model's checkpoint is refused below, by name
             model_kwargs = {**(init_ckpt.get("model_kwargs") or {}), **model_kwargs}
@@ -125,8 +126,11 @@ def train(args):
     max_drop = args.drops if args.drops is not None else (3 * channels) // 4
     if not 0 <= max_drop <= channels:
         raise SystemExit(f"error: --drops {max_drop} is outside 0..{channels} for {args.model}")
-    if args.model_path:
-        model.load_state_dict(load_model(init_ckpt, expect=args.model).state_dict(), strict=True)
+    if args.model_path:  # --model-args may add modules (they start at their initialisation)
+        new = grow(model, load_model(init_ckpt, expect=args.model).state_dict())
+        if new and env.is_main:
+            print(f"{args.model_path}: {len(new)} tensors are new in this model and start at their "
+                  f"initialisation ({new[0]}, ...)")
     optimizer = torch.optim.Adam(model.param_groups(), lr=args.lr)
     amp = autocast(env.device, args.amp)
     quantizer = training_quantizer(args.quantize, init_ckpt)

@@ -45,7 +45,9 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--intra", default=None, help="the intra codec's checkpoint (LRAE_RD with its learned tables)")
-    p.add_argument("--model-args", default="{}", help="JSON constructor arguments of LRAE_VC_P, e.g. '{\"width\": 96}'")
+    p.add_argument("--model-args", default="{}",
+                   help="JSON constructor arguments of LRAE_VC_P besides the intra codec (its transform sizes are "
+                        "the intra's), e.g. '{\"lambdas\": [...]}'")
     p.add_argument("--seq-len", type=int, default=4, help="frames per training clip: one I-frame, then P-frames")
     p.add_argument("--clip-stride", type=int, default=2, help="frames between the starts of training clips")
     p.add_argument("--whole-loss", type=float, default=0.05, help="probability that a P-frame loses every channel")
@@ -76,6 +78,7 @@ def build(args):
         raise CheckpointError(f"--intra {args.intra} holds a {intra.model_name}, not a codec with quality levels")
     model = build_model("LRAE_VC_P", intra=intra.model_name, intra_kwargs=intra.config, **json.loads(args.model_args))
     model.intra.load_state_dict(intra.state_dict(), strict=True)
+    model.start_from_intra()  # the P codec starts as the trained intra codec, blind to the reference
     return model, None
 
 

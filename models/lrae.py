@@ -23,9 +23,15 @@ def conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, width: int):
+    """x + conv(act(conv(x))). ``zero_init``: the block starts as the identity (its last conv is zero), so
+    a block added to a trained model leaves its output unchanged until training moves it."""
+
+    def __init__(self, width: int, zero_init: bool = False):
         super().__init__()
         self.body = nn.Sequential(conv(width, width), nn.LeakyReLU(0.1, inplace=True), conv(width, width))
+        if zero_init:
+            nn.init.zeros_(self.body[2].weight)
+            nn.init.zeros_(self.body[2].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -36,10 +42,15 @@ def upsample(cin: int, cout: int, factor: int) -> nn.Sequential:
     return nn.Sequential(conv(cin, cout * factor * factor), nn.PixelShuffle(factor))
 
 
-def transforms(latent_channels: int, width: int = 64, blocks: int = 2,
-               up_width: int = 32) -> tuple[nn.Sequential, nn.Sequential]:
+def transforms(latent_channels: int, width: int = 64, blocks: int = 2, up_width: int = 32,
+               tail_blocks: int = 0) -> tuple[nn.Sequential, nn.Sequential]:
     """LRAE_VC's encoder x (B,3,H,W) -> (B,M,H/8,W/8) and its decoder [latent * mask planes, mask planes]
-    (B,2M,H/8,W/8) -> x_hat (B,3,H,W) in [0,1]. LRAE_RD (models/rd.py) shares them."""
+    (B,2M,H/8,W/8) -> x_hat (B,3,H,W) in [0,1]. LRAE_RD (models/rd.py) shares them.
+
+    ``tail_blocks`` residual blocks (zero-initialised) refine the decoder's features at 1/4 resolution
+    before its last sub-pixel stage, which otherwise makes each 4x4 pixel block from one 3x3 conv. They
+    sit in the Sequential after the activation at that index, so checkpoints without them keep their keys
+    and load into a model that has them (``models.registry.grow``)."""
     act = nn.LeakyReLU(0.1, inplace=True)
     encoder = nn.Sequential(
         conv(3, 32, stride=2), act,
@@ -51,7 +62,8 @@ def transforms(latent_channels: int, width: int = 64, blocks: int = 2,
     decoder = nn.Sequential(
         conv(2 * latent_channels, width), act,
         *[ResBlock(width) for _ in range(blocks)],
-        upsample(width, up_width, 2), act,  # 28 -> 56
+        upsample(width, up_width, 2),  # 28 -> 56
+        nn.Sequential(act, *[ResBlock(up_width, zero_init=True) for _ in range(tail_blocks)]),
         upsample(up_width, 3, 4),  # 56 -> 224
         nn.Sigmoid(),
     )
@@ -69,10 +81,11 @@ class LRAE_VC(FrameCodec):  # noqa: N801 - the project's name for it
 
     stride = 8
 
-    def __init__(self, latent_channels: int = 16, width: int = 64, blocks: int = 2, up_width: int = 32):
+    def __init__(self, latent_channels: int = 16, width: int = 64, blocks: int = 2, up_width: int = 32,
+                 tail_blocks: int = 0):
         super().__init__()
         self.latent_channels = latent_channels
-        self.encoder, self.decoder = transforms(latent_channels, width, blocks, up_width)
+        self.encoder, self.decoder = transforms(latent_channels, width, blocks, up_width, tail_blocks)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         self.check_size(x.shape[-2], x.shape[-1])

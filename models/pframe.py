@@ -2,30 +2,34 @@
 
 Conditional coding (Li et al., "Deep Contextual Video Compression", NeurIPS 2021), cut down to run on a
 CPU: no optical flow. The encoder sees the frame and the reference; the decoder sees the received latent,
-its mask (1 = received) and a context computed from the reference alone, and predicts a correction to
-the reference. The reference is whatever the receiver showed for the previous frame, so a lost packet
-degrades the reference the next frame is decoded against; training unrolls several frames with channel
-loss drawn per frame so that the decoder learns to work from a degraded reference the encoder never saw.
+its mask (1 = received) and a context computed from the reference alone. The reference is whatever the
+receiver showed for the previous frame, so a lost packet degrades the reference the next frame is decoded
+against; training unrolls several frames with channel loss drawn per frame so that the decoder learns to
+work from a degraded reference the encoder never saw.
 
-- **Context** (reference only, the decoder's side): three stride-2 convolutions and a residual block,
-  ``width`` channels at 1/8 resolution, beside the latent; the full-resolution reference itself at the
-  last layer.
+- **Transforms: the intra codec's, widened.** The encoder is LRAE_RD's with three more input channels (the
+  reference); the decoder is LRAE_RD's with the reference's context beside the latent at 1/8 resolution
+  (``width`` channels) and added, through a 1x1 projection, to its features at 1/4 resolution.
+  ``start_from_intra()`` copies the trained intra codec into them, with zeros for every weight that
+  reads the reference, so training starts from a P codec that *is* the intra codec and learns to use the
+  reference from there. (Started from random weights with the rate term on, the P codec collapsed to
+  copying the previous frame at ~0.005 bpp before its transforms learned anything: checkpoints/MANIFEST.md.)
+- **Context** (reference only, the decoder's side): two stride-2 convolutions give ``width`` channels at 1/4
+  resolution, a third those at 1/8.
 - **Latent**: M x H/8 x W/8 with LRAE_RD's quality levels (models/rd.py ``QualityLevels``: a gain and
-  inverse-gain vector and a factorized prior per level), so each channel is its own packet, coded with
-  the learned tables of its level, and decodes from its own bytes.
+  inverse-gain vector and a factorized prior per level, started from the intra codec's), so each channel
+  is its own packet, coded with the learned tables of its level, and decodes from its own bytes.
 - **Nothing received** (every channel of a P-frame lost): the decoder sees zeros and an all-zero mask and
-  outputs the reference plus the correction it learned for that case (trained with whole-frame loss).
+  decodes from the context alone (trained with whole-frame loss).
 - **I-frames** come from the intra codec inside (``intra``, an LRAE_RD: the same quality levels), so one
   checkpoint holds everything a sender and a receiver need.
 
-x, ref: (B,3,H,W) in [0,1], sides multiples of 8 -> symbols (B,M,H/8,W/8) -> x_hat (B,3,H,W).
+x, ref: (B,3,H,W) in [0,1], sides multiples of 8 -> symbols (B,M,H/8,W/8) -> x_hat (B,3,H,W) in [0,1].
 
-    model = build_model("LRAE_VC_P")
+    model = build_model("LRAE_VC_P", intra_kwargs=intra.config); model.intra.load_state_dict(...)
+    model.start_from_intra()
     out = model(x, ref, mask, quality=q)     # x_hat, z, mask, likelihoods, quality, lmbda (as LRAE_RD)
     z = torch.round(model.encode(x, ref, q)); x_hat = model.decode(z, ref, mask, q)
-
-Status: the model and its unit tests; the unrolled training, the wire's frame type and reference index,
-feedback and evaluation are issue 15's remaining steps.
 """
 
 from __future__ import annotations
@@ -34,45 +38,58 @@ import torch
 from torch import nn
 
 from models.base import FrameCodec
-from models.lrae import ResBlock, conv, upsample
+from models.lrae import conv, transforms
 from models.rd import QualityLevels, default_lambdas
 from models.registry import build_model, register_model
 from network.loss import apply_mask
 
 
-def context_net(width: int) -> nn.Sequential:
-    """ref (B,3,H,W) -> (B,width,H/8,W/8)."""
-    act = nn.LeakyReLU(0.1, inplace=True)
-    return nn.Sequential(conv(3, 32, stride=2), act, conv(32, width, stride=2), act, conv(width, width, stride=2),
-                         act, ResBlock(width))
-
-
 @register_model("LRAE_VC_P", kind="inter")
 class LRAE_VC_P(QualityLevels, nn.Module):  # noqa: N801 - the project's naming
-    """P-frame codec: ``encode(x, ref, quality)``, ``decode(z, ref, mask, quality)``, ``forward`` as LRAE_RD's
-    with the reference as second input (module docstring)."""
+    """P-frame codec over an intra codec (an LRAE_RD, whose transform sizes it takes): ``encode(x, ref,
+    quality)``, ``decode(z, ref, mask, quality)``, ``forward`` as LRAE_RD's with the reference as second
+    input (module docstring)."""
 
     stride = 8
 
-    def __init__(self, intra: str = "LRAE_RD", intra_kwargs: dict | None = None, latent_channels: int = 32,
-                 width: int = 64, blocks: int = 2, up_width: int = 32, lambdas: tuple[float, ...] | None = None):
+    def __init__(self, intra: str = "LRAE_RD", intra_kwargs: dict | None = None,
+                 lambdas: tuple[float, ...] | None = None):
         super().__init__()
         self.intra = build_model(intra, **(intra_kwargs or {}))
-        if self.intra.kind != "frame" or self.intra.levels < 2:
-            raise ValueError(f"intra={intra!r} is not a frame codec with quality levels (e.g. LRAE_RD)")
-        self.latent_channels = m = latent_channels
+        if self.intra.kind != "frame" or getattr(self.intra, "levels", 0) < 2 or "up_width" not in self.intra.config:
+            raise ValueError(f"intra={intra!r} is not a frame codec with quality levels and LRAE_RD's transforms")
+        cfg = self.intra.config
+        self.latent_channels = m = cfg["latent_channels"]
+        width, up_width = cfg["width"], cfg["up_width"]
+        self.encoder, self.decoder = transforms(m, width, cfg["blocks"], up_width, cfg.get("tail_blocks", 0))
+        self.encoder[0] = conv(6, 32, stride=2)  # [frame, reference]
+        self.decoder[0] = conv(2 * m + width, width)  # [latent * mask, mask, context at 1/8]
+        self.split = 3 + cfg["blocks"]  # decoder[:split] ends at 1/4 resolution, where the context is added
         act = nn.LeakyReLU(0.1, inplace=True)
-        self.encoder = nn.Sequential(conv(6, 32, stride=2), act, conv(32, width, stride=2), act,
-                                     conv(width, width, stride=2), act, ResBlock(width), conv(width, m))
-        self.context = context_net(width)
-        self.decoder = nn.Sequential(conv(2 * m + width, width), act, *[ResBlock(width) for _ in range(blocks)],
-                                     upsample(width, up_width, 2), act, upsample(up_width, 16, 4), act)
-        self.out = conv(16 + 3, 3)  # the upsampled features beside the full-resolution reference
-        nn.init.zeros_(self.out.weight)  # untrained = show the reference (copy previous), exactly
-        nn.init.zeros_(self.out.bias)
+        self.context4 = nn.Sequential(conv(3, 32, stride=2), act, conv(32, width, stride=2), act)
+        self.context8 = nn.Sequential(conv(width, width, stride=2), act)
+        self.project4 = nn.Conv2d(width, up_width, kernel_size=1)
         if lambdas is None:  # a quality index means the same for I- and P-frames
-            lambdas = self.intra.config.get("lambdas") or default_lambdas(self.intra.levels)
+            lambdas = cfg.get("lambdas") or default_lambdas(self.intra.levels)
         self.init_levels(m, self.intra.levels, lambdas)
+        self.start_from_intra()
+
+    @torch.no_grad()
+    def start_from_intra(self) -> None:
+        """Copy the intra codec's transforms, gains and priors into this codec; every weight that reads the
+        reference (the encoder's reference inputs, the decoder's context inputs, the 1/4 projection) is
+        zero, so the P codec decodes exactly as the intra codec until training teaches it the reference.
+        Call it after loading trained intra weights (the constructor calls it on the untrained ones)."""
+        own = dict(self.named_parameters())
+        for name, p in self.intra.named_parameters():
+            mine = own[name]
+            if mine.shape == p.shape:
+                mine.copy_(p)
+            else:  # a first conv with more input channels: the intra's weights first, zeros for the rest
+                mine.zero_()
+                mine[:, :p.shape[1]] = p
+        nn.init.zeros_(self.project4.weight)
+        nn.init.zeros_(self.project4.bias)
 
     def param_groups(self) -> list[dict]:
         """The P-frame codec's parameters (the intra codec inside trains on its own, autoencoder_train.py)."""
@@ -91,14 +108,13 @@ class LRAE_VC_P(QualityLevels, nn.Module):  # noqa: N801 - the project's naming
         return self.scale(self.encoder(torch.cat([x, ref], dim=1)), self._quality(quality, x.shape[0], x.device))
 
     def synthesize(self, latent: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Level-free latent (``dequantize``), reference and mask -> x_hat; clamped to [0, 1] outside training."""
+        """Level-free latent (``dequantize``), reference and mask -> x_hat in [0, 1]."""
         if mask is None:
             mask = torch.ones(latent.shape[:2], device=latent.device, dtype=latent.dtype)
         planes = mask.to(latent.dtype)[:, :, None, None].expand_as(latent)
-        ctx = self.context(ref).to(latent.dtype)
-        feats = self.decoder(torch.cat([latent * planes, planes, ctx], dim=1))
-        x_hat = ref + self.out(torch.cat([feats, ref.to(feats.dtype)], dim=1)).to(ref.dtype)
-        return x_hat if self.training else x_hat.clamp(0.0, 1.0)
+        c4 = self.context4(ref.to(latent.dtype))
+        feats = self.decoder[:self.split](torch.cat([latent * planes, planes, self.context8(c4)], dim=1))
+        return self.decoder[self.split:](feats + self.project4(c4))
 
     def decode(self, z: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None,
                quality=None) -> torch.Tensor:

@@ -130,10 +130,10 @@ class LRAE_RD(QualityLevels, FrameCodec):  # noqa: N801 - the project's naming
     stride = 8
 
     def __init__(self, latent_channels: int = 32, width: int = 64, blocks: int = 2, up_width: int = 32,
-                 levels: int = 6, lambdas: tuple[float, ...] | None = None):
+                 levels: int = 6, lambdas: tuple[float, ...] | None = None, tail_blocks: int = 0):
         super().__init__()
         self.latent_channels = latent_channels
-        self.encoder, self.decoder = transforms(latent_channels, width, blocks, up_width)
+        self.encoder, self.decoder = transforms(latent_channels, width, blocks, up_width, tail_blocks)
         self.init_levels(latent_channels, levels, lambdas)  # after the transforms: the parameters' order of v1
 
     # ------------------------------------------------------------------ codec API

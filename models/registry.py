@@ -116,6 +116,21 @@ def load_model(source: str | os.PathLike | dict, map_location="cpu", expect: str
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
 
 
+def grow(model: nn.Module, state_dict: dict) -> list[str]:
+    """Load a smaller model's weights into ``model``, whose architecture adds modules to it (e.g. LRAE_RD with
+    ``tail_blocks``): every saved tensor must fit a parameter of the same name and shape; parameters the
+    checkpoint lacks keep their initialisation (blocks that start as the identity). Returns their names."""
+    own = model.state_dict()
+    unexpected = [k for k in state_dict if k not in own]
+    misfit = [k for k in state_dict if k in own and own[k].shape != state_dict[k].shape]
+    if unexpected or misfit:
+        k = (unexpected or misfit)[0]
+        raise CheckpointError(f"weights do not fit the larger model: {k} "
+                              f"{'is not one of its parameters' if unexpected else 'has another shape'}")
+    model.load_state_dict(state_dict, strict=False)
+    return [k for k in own if k not in state_dict]
+
+
 def load_codec_model(path: str, bits: int | None = None, **codec_kwargs):
     """(frame model, codec, temporal model or None) from any checkpoint, by its own metadata.
 

@@ -1,5 +1,5 @@
-"""LRAE_VC_P (models/pframe.py): the P-frame codec's contract, packet independence of its latent, the
-untrained model's copy-previous, the nothing-received case, and that the reference steers the decode."""
+"""LRAE_VC_P (models/pframe.py): the P-frame codec's contract, packet independence of its latent, that it
+starts as its intra codec, the nothing-received case, and that the reference steers the decode."""
 
 import json
 
@@ -9,15 +9,22 @@ import torch
 from models import build_model, kind_of, load_model, model_names
 from models.rd import LRAE_RD
 
-TINY = {"intra_kwargs": {"latent_channels": 8, "width": 16, "blocks": 1, "up_width": 8, "levels": 3},
-        "latent_channels": 8, "width": 16, "blocks": 1, "up_width": 8}
+TINY = {"intra_kwargs": {"latent_channels": 8, "width": 16, "blocks": 1, "up_width": 8, "levels": 3,
+                         "tail_blocks": 1}}
+
+
+def reads_reference(m):
+    """The weights that read the reference, which start at zero (start_from_intra)."""
+    return [m.encoder[0].weight[:, 3:], m.decoder[0].weight[:, 16:], m.project4.weight]
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
     m = build_model("LRAE_VC_P", **TINY)
-    torch.nn.init.normal_(m.out.weight, std=0.05)  # a trained-looking output layer (it starts at zero)
+    with torch.no_grad():
+        for w in reads_reference(m):  # a trained-looking P codec
+            w.normal_(std=0.05)
     return m.eval()
 
 
@@ -33,7 +40,7 @@ def test_registered_as_inter_codec_sharing_the_quality_levels(model):
     assert torch.equal(model.lambdas, model.intra.lambdas), "a quality index means the same for I and P frames"
     intra = {id(p) for p in model.intra.parameters()}
     assert not any(id(p) in intra for g in model.param_groups() for p in g["params"])
-    with pytest.raises(ValueError, match="not a frame codec with quality levels"):
+    with pytest.raises(ValueError, match="not a frame codec with quality levels and LRAE_RD's transforms"):
         build_model("LRAE_VC_P", intra="LRAE_VC")
 
 
@@ -48,12 +55,20 @@ def test_forward_contract(model):
         model.encode(x, ref[:, :, :16])
 
 
-def test_untrained_output_layer_shows_the_reference():
+def test_it_starts_as_its_intra_codec():
+    """start_from_intra: the intra's transforms, gains and priors, blind to the reference - so training
+    starts from the trained intra codec (a P codec started from random weights collapsed)."""
     torch.manual_seed(0)
     m = build_model("LRAE_VC_P", **TINY).eval()
-    x, ref = frames()
     with torch.no_grad():
-        assert torch.equal(m(x, ref)["x_hat"], ref.clamp(0, 1))
+        for p in m.intra.parameters():
+            p.add_(torch.randn_like(p) * 0.01)  # "trained" intra weights, loaded after construction
+        m.start_from_intra()
+        assert all(float(w.abs().sum()) == 0 for w in reads_reference(m))
+        x, ref = frames()
+        a, b = m(x, ref, quality=1), m.intra(x, quality=1)
+        assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-6)
+        assert torch.allclose(a["likelihoods"], b["likelihoods"], atol=1e-6)
 
 
 def test_a_lost_channel_costs_only_that_channel(model):
@@ -89,7 +104,8 @@ def test_training_pass_has_gradients_everywhere(model):
         loss = (out["lmbda"] * 255 ** 2 * (out["x_hat"] - x).square().mean(dim=(1, 2, 3))).mean()
         loss = loss - torch.log2(out["likelihoods"]).sum() / (32 * 32 * 2)
         loss.backward()
-        for name in ("encoder.0.weight", "context.0.weight", "decoder.0.weight", "out.weight", "log_gain"):
+        for name in ("encoder.0.weight", "context4.0.weight", "context8.0.weight", "decoder.0.weight",
+                     "project4.weight", "decoder.4.1.body.2.weight", "log_gain"):
             grad = dict(model.named_parameters())[name].grad
             assert grad is not None and float(grad.abs().sum()) > 0, name
     finally:
@@ -105,8 +121,7 @@ def test_training_script_runs_and_reports_intra_vs_p(tmp_path, capsys):
     intra = build_model("LRAE_RD", **TINY["intra_kwargs"])
     save_checkpoint(tmp_path / "intra.pth", make_checkpoint(intra))
     common = ["--data", "synthetic:1,8", "--size", "32", "--crop", "32", "--seq-len", "3", "--batch-size", "2",
-              "--max-steps", "2", "--eval-frames", "4", "--amp", "none", "--val-frames", "6",
-              "--model-args", '{"latent_channels": 8, "width": 16, "blocks": 1, "up_width": 8}']
+              "--max-steps", "2", "--eval-frames", "4", "--amp", "none", "--val-frames", "6"]
     out = pframe_train.main(["--intra", str(tmp_path / "intra.pth"), "--out-dir", str(tmp_path / "run"), *common])
     ckpt = load_checkpoint(out / "LRAE_VC_P_final.pth")
     assert ckpt["model"] == "LRAE_VC_P" and {"codec", "p_codec"} <= ckpt["extra"].keys()

@@ -201,6 +201,23 @@ def test_model_path_brings_its_architecture(tmp_path):
     assert load_model(second / "last.pth").config["width"] == 8
 
 
+def test_model_path_grows_into_a_larger_model(tmp_path):
+    """--model-args may add blocks to --model_path's architecture: its weights load, the new blocks start as
+    the identity (the grown model decodes as the old one); weights that do not fit are refused."""
+    first = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "1", "--model-args", '{"width": 8, "blocks": 1}',
+                name="first")
+    grown = run(tmp_path, "--model", "LRAE_VC", "--max-steps", "0", "--model_path", str(first / "last.pth"),
+                "--model-args", '{"tail_blocks": 2}', name="grown")
+    old, new = load_model(first / "last.pth"), load_model(grown / "LRAE_VC_final_w_random_drops.pth")
+    assert new.config["tail_blocks"] == 2 and new.config["width"] == 8
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(old(x)["x_hat"], new(x)["x_hat"])
+    with pytest.raises(SystemExit, match="^error: weights do not fit the larger model: .* has another shape$"):
+        run(tmp_path, "--model", "LRAE_VC", "--max-steps", "0", "--model_path", str(first / "last.pth"),
+            "--model-args", '{"up_width": 16}', name="misfit")
+
+
 def test_drops_from_trains_clean_first_then_ramps():
     from training.engine import Step
 
