@@ -73,6 +73,10 @@ class LearnedTables:
         top = np.array([len(t) - 1 for t in self.tables[quality]])[:, None, None]
         return np.clip(v - off, 0, top)
 
+    def coded(self, z: torch.Tensor, quality: int) -> torch.Tensor:
+        """Latent (C,h,w) -> the values a receiver decodes from its packets (rounded, clamped to the tables)."""
+        return torch.from_numpy((self.symbols(z, quality) + self.offsets[quality][:, None, None]).astype(np.float32))
+
     def values(self, symbols: np.ndarray, quality: int, channel: int) -> torch.Tensor:
         """Decoded table indices of one channel -> its latent values (float32)."""
         return torch.from_numpy((symbols + self.offsets[quality][channel]).astype(np.float32))

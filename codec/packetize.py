@@ -69,10 +69,20 @@ class WireCodec:
     stride: int = 1
     levels: int = 1
     learned: LearnedTables | None = None
+    inter: WireCodec | None = None  # an I/P stream's P-frame codec (this one codes its I-frames)
 
     @property
     def fingerprint(self) -> bytes:
         return self.accept[self.mode]
+
+    def for_frame(self, inter: bool) -> WireCodec:
+        """The codec of an I-frame (this one) or of a P-frame (``inter``; PacketError "model" if none)."""
+        if not inter:
+            return self
+        if self.inter is None:
+            raise PacketError("model", "P-frame packet, but this receiver's model has no P-frame codec "
+                                       "(run it with the inter codec's checkpoint)")
+        return self.inter
 
 
 def make_codec(model, calibration: dict | None = None, bits: int | None = None,
@@ -128,9 +138,18 @@ def _valid_calibration(cal: dict | None, channels: int) -> dict | None:
 
 
 def codec_from_checkpoint(model, ckpt: dict | None, bits: int | None = None, **kwargs) -> WireCodec:
-    """:func:`make_codec` with the calibration a training script stored in ``ckpt["extra"]["codec"]``."""
+    """:func:`make_codec` with the calibration a training script stored in ``ckpt["extra"]["codec"]``.
+    An inter codec (kind ``inter``, models/pframe.py) gives its intra codec's codec, with the P-frame codec
+    (tables in ``ckpt["extra"]["p_codec"]``) as its ``inter``."""
     extra = (ckpt or {}).get("extra") or {}
-    return make_codec(model, extra.get("codec") if isinstance(extra, dict) else None, bits, **kwargs)
+    extra = extra if isinstance(extra, dict) else {}
+    if getattr(model, "kind", None) == "inter":
+        if bits is not None:
+            raise ValueError(f"{model.model_name} codes with learned tables per quality level; --bits does not apply")
+        codec = make_codec(model.intra, extra.get("codec"), **kwargs)
+        codec.inter = make_codec(model, extra.get("p_codec"), **kwargs)
+        return codec
+    return make_codec(model, extra.get("codec"), bits, **kwargs)
 
 
 # ---------------------------------------------------------------- sender side
@@ -173,9 +192,11 @@ def _coded_units(z: torch.Tensor, codec: WireCodec, quality: int = 0) -> list[li
 
 
 def packetize_latent(z: torch.Tensor, frame_index: int, codec: WireCodec, *, quality: int = 0, stream_id: int = 0,
-                     capture_us: int = 0, key: bytes | None = None) -> list[bytes]:
+                     capture_us: int = 0, key: bytes | None = None, inter: bool = False) -> list[bytes]:
     """One frame's latent z (C,h,w) -> packets (bytes), channel 0 first. ``quality``: the level z was
-    encoded at (learned mode; 0 otherwise), carried in every packet's header."""
+    encoded at (learned mode; 0 otherwise), carried in every packet's header. ``inter``: z is a P-frame's
+    latent, coded with ``codec.inter``'s tables (the P-frame flag in every header)."""
+    codec = codec.for_frame(inter)
     if z.dim() == 4:
         z = z[0]
     c, h, w = z.shape
@@ -202,7 +223,7 @@ def packetize_latent(z: torch.Tensor, frame_index: int, codec: WireCodec, *, qua
     out = []
     for i, (r0, n, entries) in enumerate(groups):
         hd = Header(stream_id, frame_index, capture_us, i, len(groups), codec.fingerprint, c, h, w,
-                    codec.bits, codec.mode, quality, entries[0].channel, len(entries), r0, n)
+                    codec.bits, codec.mode, quality, entries[0].channel, len(entries), r0, n, inter=inter)
         out.append(pack(hd, entries, key))
     return out
 
@@ -234,6 +255,7 @@ def check_quality(quality: int, codec: WireCodec) -> int:
 # ---------------------------------------------------------------- receiver side
 def check_compatible(hd: Header, codec: WireCodec) -> None:
     """Refuse a packet made by another model, calibration or latent layout (PacketError "model")."""
+    codec = codec.for_frame(hd.inter)
     want = codec.accept.get(hd.quant_mode)
     if want is None:
         raise PacketError("model", "packet uses calibrated quantisation, but this model's checkpoint "
@@ -249,7 +271,7 @@ def check_compatible(hd: Header, codec: WireCodec) -> None:
 
 class FrameAssembly:
     """Collects one frame's packets into a latent: entropy decoding happens as packets arrive.
-    ``quality``: the level in the packets' headers (None until one arrived)."""
+    ``quality`` and ``inter`` (a P-frame): as the packets' headers say (None until one arrived)."""
 
     def __init__(self, codec: WireCodec, geometry: tuple[int, int, int]):
         c, h, w = geometry
@@ -259,6 +281,7 @@ class FrameAssembly:
         self.seen: set[int] = set()
         self.bytes = 0
         self.quality: int | None = None
+        self.inter: bool | None = None
 
     def add(self, packet: Packet) -> None:
         """Add a parsed, compatible packet. Raises PacketError ("duplicate", "geometry", "entropy")."""
@@ -270,6 +293,8 @@ class FrameAssembly:
         if self.quality is not None and hd.quality != self.quality:
             raise PacketError("fields", f"packet of frame {hd.frame_index} at quality {hd.quality}, its other "
                                         f"packets at {self.quality}")
+        if self.inter is not None and hd.inter != self.inter:
+            raise PacketError("fields", f"packets of frame {hd.frame_index} disagree on its type (I or P)")
         w, levels = hd.width, 1 << hd.bits
         decoded = []
         for e in packet.entries:
@@ -296,17 +321,18 @@ class FrameAssembly:
             self.rows[ch, hd.row_start:hd.row_start + hd.row_count] = True
         self.seen.add(hd.packet_index)
         self.bytes += packet.size
-        self.quality = hd.quality
+        self.quality, self.inter = hd.quality, hd.inter
 
     def _learned(self, e: Entry, hd: Header) -> torch.Tensor:
-        table = self.codec.learned.tables[hd.quality][e.channel]
+        learned = self.codec.for_frame(hd.inter).learned
+        table = learned.tables[hd.quality][e.channel]
         try:
             sym = entropy.decode_symbols(e.data, hd.row_count * hd.width, table)
         except entropy.EntropyError as err:
             raise PacketError("entropy", str(err)) from None
         if int(sym.max(initial=0)) >= len(table):
             raise PacketError("entropy", f"symbol outside channel {e.channel}'s table")
-        return self.codec.learned.values(sym.reshape(hd.row_count, hd.width), hd.quality, e.channel)
+        return learned.values(sym.reshape(hd.row_count, hd.width), hd.quality, e.channel)
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(z (1,C,h,w) with lost channels zero, mask (1,C) float, 1 = every row of the channel arrived)."""

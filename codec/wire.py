@@ -1,4 +1,4 @@
-"""The LRAE-VC packet format (version 2): one self-contained packet per channel group of a frame.
+"""The LRAE-VC packet format (version 3): one self-contained packet per channel group of a frame.
 
 Every integer is big-endian (``struct`` "!" formats). A packet is::
 
@@ -9,8 +9,9 @@ Fixed header:
 | offset | size | field          | format | meaning                                                        |
 |-------:|-----:|----------------|:------:|----------------------------------------------------------------|
 |      0 |    4 | magic          | 4s     | ``b"LRVC"``                                                    |
-|      4 |    1 | version        | B      | 2; any other value is refused ("version" drop)                 |
-|      5 |    1 | flags          | B      | bit 0: HMAC tag appended; bit 1: end of stream; others 0       |
+|      4 |    1 | version        | B      | 3; any other value is refused ("version" drop)                 |
+|      5 |    1 | flags          | B      | bit 0: HMAC tag appended; bit 1: end of stream; bit 2: P-frame |
+|        |      |                |        | (coded against the previous shown frame; see below); others 0  |
 |      6 |    4 | stream_id      | I      | random per sender run; packets of another stream are foreign   |
 |     10 |    4 | frame_index    | I      | 0, 1, 2, ... (end-of-stream packet: number of frames sent)     |
 |     14 |    8 | capture_us     | Q      | capture time, microseconds since the Unix epoch (sender clock) |
@@ -31,8 +32,15 @@ Fixed header:
 |     47 |    2 | payload_len    | H      | bytes of payload that follow (<= 1200)                         |
 |     49 |    4 | crc32          | I      | zlib.crc32 of bytes 0..48 followed by the payload              |
 
-Version 1 (52 B, no ``quality`` byte; every later field one byte earlier) is refused with
-"wire version 1 packet: this receiver speaks version 2; update the sender" (a drop, reason "version").
+Older versions are refused with "wire version N packet: this receiver speaks version 3; update the
+sender" (a drop, reason "version"): version 1 (52 B, no ``quality`` byte; every later field one byte
+earlier) and version 2 (this layout, without the P-frame flag).
+
+P-frames (flag bit 2; a stream of an inter codec, models/pframe.py): the frame is coded against the
+previous frame *as the receiver showed it*, with the P codec's learned tables, and its ``fingerprint`` is
+the P codec's (which covers the intra codec inside it); I-frames (bit 2 clear) carry the intra codec's
+fingerprint and tables. Every packet of a frame carries the same flag. Frame type and quality are in
+every packet, so any one packet of a frame tells the receiver how to decode it.
 
 Payload = a channel table, then the coded channels back to back. One table entry per channel:
 ``length`` (H, coded bytes of that channel) in modes 0 and 2; in mode 1 also ``lo`` (f), ``hi`` (f) - the
@@ -68,7 +76,7 @@ import numpy as np
 import torch
 
 MAGIC = b"LRVC"
-VERSION = 2
+VERSION = 3
 HEADER = struct.Struct("!4sBBIIQHH4sHHHBBBHHHHHI")
 HEADER_SIZE = HEADER.size  # 53
 CRC_OFFSET = HEADER_SIZE - 4
@@ -77,7 +85,7 @@ TAG_SIZE = 16
 MAX_PACKET = HEADER_SIZE + MAX_PAYLOAD + TAG_SIZE  # 1269: fits a 1500-byte MTU with IP/UDP headers
 MAX_PACKETS_PER_FRAME = 1024
 MAX_LATENT_VALUES = 1 << 22  # C*h*w bound: a receiver never allocates more than 16 MB per frame
-FLAG_HMAC, FLAG_END = 1, 2
+FLAG_HMAC, FLAG_END, FLAG_INTER = 1, 2, 4
 MODE_CALIBRATED, MODE_FRAME, MODE_LEARNED = 0, 1, 2
 LENGTH_ONLY = (MODE_CALIBRATED, MODE_LEARNED)  # entries are just the coded length
 ENTRY = {MODE_CALIBRATED: struct.Struct("!H"), MODE_FRAME: struct.Struct("!HffBB"), MODE_LEARNED: struct.Struct("!H")}
@@ -111,6 +119,7 @@ class Header:
     row_start: int = 0
     row_count: int = 0
     end: bool = False
+    inter: bool = False  # a P-frame (flag bit 2)
 
     @property
     def geometry(self) -> tuple[int, int, int]:
@@ -145,7 +154,7 @@ def pack(header: Header, entries: list[Entry], key: bytes | None = None) -> byte
     payload = table + b"".join(e.data for e in entries)
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} B exceeds {MAX_PAYLOAD} B")
-    flags = (FLAG_HMAC if key else 0) | (FLAG_END if header.end else 0)
+    flags = (FLAG_HMAC if key else 0) | (FLAG_END if header.end else 0) | (FLAG_INTER if header.inter else 0)
     fields = (MAGIC, VERSION, flags, header.stream_id, header.frame_index, header.capture_us,
               header.packet_index, header.packet_count, header.fingerprint, header.channels,
               header.height, header.width, header.bits, header.quant_mode, header.quality, header.channel_start,
@@ -176,8 +185,8 @@ def parse(data: bytes, key: bytes | None = None) -> Packet:
         raise PacketError("oversized", f"packet of {n} B exceeds the {MAX_PACKET} B limit")
     if n >= 5 and bytes(data[:4]) == MAGIC and data[4] != VERSION:  # before the length: v1 headers are shorter
         version = data[4]
-        if version == 1:
-            raise PacketError("version", f"wire version 1 packet: this receiver speaks version {VERSION}; "
+        if 1 <= version < VERSION:
+            raise PacketError("version", f"wire version {version} packet: this receiver speaks version {VERSION}; "
                                          "update the sender")
         raise PacketError("version", f"unknown packet version {version} (this receiver reads {VERSION})")
     if n < HEADER_SIZE:
@@ -186,7 +195,7 @@ def parse(data: bytes, key: bytes | None = None) -> Packet:
      c_start, c_count, r_start, r_count, p_len, crc) = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise PacketError("magic", f"not an LRAE-VC packet (magic {magic!r})")
-    if flags & ~(FLAG_HMAC | FLAG_END):
+    if flags & ~(FLAG_HMAC | FLAG_END | FLAG_INTER):
         raise PacketError("fields", f"unknown flag bits 0x{flags:02x}")
     tagged = bool(flags & FLAG_HMAC)
     expected = HEADER_SIZE + p_len + (TAG_SIZE if tagged else 0)
@@ -206,7 +215,7 @@ def parse(data: bytes, key: bytes | None = None) -> Packet:
             raise PacketError("auth", "HMAC mismatch (wrong key or forged packet)")
     end = bool(flags & FLAG_END)
     header = Header(stream_id, frame, capture, p_index, p_count, fp, c, h, w, bits, mode, quality,
-                    c_start, c_count, r_start, r_count, end)
+                    c_start, c_count, r_start, r_count, end, bool(flags & FLAG_INTER))
     _check_fields(header, p_len)
     if end:
         return Packet(header, (), n)
@@ -227,8 +236,10 @@ def _check_fields(hd: Header, p_len: int) -> None:
         bad(f"unknown quantisation mode {hd.quant_mode}")
     if hd.quality and hd.quant_mode != MODE_LEARNED:
         bad(f"quality {hd.quality} with uniform quantisation (mode {hd.quant_mode} has only quality 0)")
+    if hd.inter and hd.quant_mode != MODE_LEARNED:
+        bad(f"P-frame with quantisation mode {hd.quant_mode} (P-frames use learned tables, mode {MODE_LEARNED})")
     if hd.end:
-        if hd.packet_count or hd.channel_count or p_len:
+        if hd.packet_count or hd.channel_count or p_len or hd.inter:
             bad("end-of-stream packet with data")
         return
     if not 1 <= hd.packet_count <= MAX_PACKETS_PER_FRAME or hd.packet_index >= hd.packet_count:

@@ -1,4 +1,4 @@
-"""Learned-table wire mode (quant mode 2) for a model with quality levels (LRAE_RD), and wire version 2."""
+"""Learned-table wire mode (quant mode 2) for a model with quality levels (LRAE_RD), and the wire version."""
 
 import json
 

@@ -110,7 +110,7 @@ def header(**kw):
 def test_header_layout_is_53_bytes_big_endian():
     assert wire.HEADER_SIZE == 53 and wire.HEADER.format.startswith("!")
     p = wire.pack(header(), [wire.Entry(2, b"xyz", -1.0, 2.0, 5, 3)])
-    assert p[:4] == b"LRVC" and p[4] == 2
+    assert p[:4] == b"LRVC" and p[4] == 3
     assert struct.unpack("!I", p[10:14])[0] == 3  # frame index, network order
     assert p[37] == 1 and p[38] == 0 and struct.unpack("!HH", p[39:43]) == (2, 1)  # mode, quality, channels
     learned = wire.pack(header(quant_mode=wire.MODE_LEARNED, quality=5), [wire.Entry(2, b"xyz")])
@@ -135,6 +135,16 @@ def test_every_single_byte_corruption_and_truncation_is_refused():
         wire.parse(p + b"\0" * wire.MAX_PACKET)
 
 
+def test_p_frame_flag_round_trips_and_needs_learned_tables():
+    hd = header(quant_mode=wire.MODE_LEARNED, bits=8, quality=1, inter=True)
+    packet = wire.pack(hd, [wire.Entry(2, b"ab")])
+    assert packet[5] & wire.FLAG_INTER and wire.parse(packet).header == hd
+    assert not wire.parse(wire.pack(header(), [wire.Entry(2, b"ab", 0.0, 1.0, 0, 0)])).header.inter
+    with pytest.raises(wire.PacketError, match="P-frame with quantisation mode 1") as e:
+        wire.parse(wire.pack(header(inter=True), [wire.Entry(2, b"ab", 0.0, 1.0, 0, 0)]))
+    assert e.value.reason == "fields"
+
+
 def test_unknown_version_and_hmac():
     p = bytearray(wire.pack(header(), [wire.Entry(2, b"ab", 0.0, 1.0, 0, 0)]))
     p[4] = 9
@@ -143,10 +153,14 @@ def test_unknown_version_and_hmac():
     assert e.value.reason == "version"
     p[4] = 1  # a version-1 sender: refused with what to do, whatever its (shorter) length
     for data in (bytes(p), bytes(p[:52])):
-        with pytest.raises(wire.PacketError, match="wire version 1 packet: this receiver speaks version 2; "
+        with pytest.raises(wire.PacketError, match="wire version 1 packet: this receiver speaks version 3; "
                                                    "update the sender") as e:
             wire.parse(data)
         assert e.value.reason == "version"
+    p[4] = 2  # version 2: this layout without the P-frame flag
+    with pytest.raises(wire.PacketError, match="wire version 2 packet: this receiver speaks version 3") as e:
+        wire.parse(bytes(p))
+    assert e.value.reason == "version"
     signed = wire.pack(header(), [wire.Entry(2, b"ab", 0.0, 1.0, 0, 0)], key=b"secret")
     assert wire.parse(signed, key=b"secret").header == header()
     for key, pkt in [(b"wrong", signed), (None, signed), (b"secret", wire.pack(header(), []))]:
