@@ -80,7 +80,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model-path", "--model_path", required=True,
-                   help="checkpoint of our frame codec (or of conv_lstm_ae: its frame AE, filled by its ConvLSTM)")
+                   help="checkpoint of our frame codec (or of conv_lstm_ae: its frame AE, filled by its ConvLSTM; or "
+                        "of an inter codec, LRAE_VC_P: its intra codec as ours, its I/P stream as ours-p)")
     p.add_argument("--temporal", default=None, help="conv_lstm_ae checkpoint for the ours+convlstm fill")
     p.add_argument("--data", nargs="+", default=["sample"],
                    help="data sources (data package specs); the test split is evaluated, or all of one video")
@@ -115,6 +116,12 @@ def parse_args(argv):
     p.add_argument("--per-clip", action="store_true",
                    help="evaluate every video of --data as its own stream (no split: the data is the test set); "
                         "results are the mean over clips, each clip's rows in per_clip")
+    p.add_argument("--gop", type=int, default=0,
+                   help="an inter codec's (LRAE_VC_P) I-frame period in its ours-p stream (0: only the first frame)")
+    p.add_argument("--feedback-delay", type=int, default=1,
+                   help="frames before the receiver's feedback on a frame reaches the sender (ours-p)")
+    p.add_argument("--no-feedback", action="store_true",
+                   help="ours-p without feedback: the sender assumes everything arrives, only I-frames resync")
     p.add_argument("--strip-rate", type=float, default=0.3, help="loss rate of strip.png (nearest evaluated)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the synthetic data and the loss draws")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -151,15 +158,16 @@ def check_leak(seq, cls_ckpt) -> int:
 
 def evaluate_clip(args, model, codec, temporal, ckpt, classifier, seq, rates, baselines, budgets) -> dict:
     """One stream: the runs per loss condition, the RD points at 0 % loss and (``budgets``) under loss."""
+    inter = evaluation.InterOptions(args.gop, not args.no_feedback, args.feedback_delay)
     result = evaluation.evaluate_sequence(model, codec, temporal, seq, mode=args.loss, rates=rates,
                                           baselines=baselines, seed=args.seed, burst_len=args.burst_len,
                                           classifier=classifier, strip_rate=args.strip_rate, fps=args.fps,
-                                          quality=args.quality)
-    result["rd"] = rd.rd_points(model, ckpt, seq.frames, args.rd_bits, baselines)
+                                          quality=args.quality, inter=inter)
+    result["rd"] = rd.rd_points(model, ckpt, seq.frames, args.rd_bits, baselines, inter=inter)
     result["rd_under_loss"] = rd.rd_under_loss(
         model, ckpt, temporal, seq.frames, losses=result["losses"], budgets=budgets,
         baselines=baselines, rate_spec=args.rd_bits, seed=args.seed, our_packets=result["our_packets"],
-        fps=args.fps) if budgets else []
+        fps=args.fps, inter=inter) if budgets else []
     return result
 
 
@@ -173,6 +181,8 @@ def run(args):
     evaluation.loss_points(args.loss, rates, 1, args.burst_len)  # a bad --loss fails before any work
     if args.max_frames < 0 or args.size < 8:
         raise SystemExit(f"error: need --max-frames >= 0 and --size >= 8, got {args.max_frames}, {args.size}")
+    if args.gop < 0 or args.feedback_delay < 0:
+        raise SystemExit(f"error: need --gop >= 0 and --feedback-delay >= 0, got {args.gop}, {args.feedback_delay}")
     model, codec, temporal, ckpt, classifier, cls_ckpt = load_models(args)
     args.quality = check_quality(codec.levels - 1 if args.quality is None else args.quality, codec)
     try:
@@ -220,13 +230,16 @@ def run(args):
         "target_bytes": float(sum(c["target_bytes"] for c in clips) / len(clips)),
         "our_packets": max(c["our_packets"] for c in clips), "fps": args.fps, "bitrates": budgets,
         "threads": args.threads, "timing_fields": ["encode_ms", "decode_ms"],
+        "inter": {"gop": args.gop, "feedback": not args.no_feedback, "feedback_delay": args.feedback_delay}
+        if evaluation.is_inter(model) else None,
     }
+    anchors = [*baselines, evaluation.OURS] if evaluation.is_inter(model) else baselines  # ours-p vs its intra
     payload = {"config": config, "results": rows, "rd": rd_clean, "rd_under_loss": rd_loss,
-               "bd_rate_clean": rd.bd_rates_clean(rd_clean, baselines), "bd_rate": rd.bd_rates(rd_loss, baselines)}
+               "bd_rate_clean": rd.bd_rates_clean(rd_clean, anchors), "bd_rate": rd.bd_rates(rd_loss, anchors)}
     if len(clips) > 1:
         payload["per_clip"] = [{"clip": seq.videos[0], "frames": len(seq.frames), "results": c["rows"],
                                 "rd_under_loss": c["rd_under_loss"],
-                                "bd_rate": rd.bd_rates(c["rd_under_loss"], baselines)} for seq, c in zip(seqs, clips)]
+                                "bd_rate": rd.bd_rates(c["rd_under_loss"], anchors)} for seq, c in zip(seqs, clips)]
     write_all(out, payload, result["strip"])
     print(f"results: {out / 'results.json'} (table: {out / 'results.md'})")
     for cond in dict.fromkeys((r["loss_model"], r["loss_rate"]) for r in rows):  # each condition once, in order

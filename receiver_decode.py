@@ -135,6 +135,9 @@ def parse_args(argv):
 def load_models(args):
     """(frame model, wire codec, temporal model or None, classifier or None): models.stack.load_stack."""
     st = load_stack(args.model_path, args.temporal, args.classifier)
+    if st.model.kind == "inter":
+        raise ValueError(f"{args.model_path} holds an inter codec ({st.model.model_name}); receiver_decode.py "
+                         "plays frame codecs only so far (evaluate.py runs the inter codec's I/P stream offline)")
     args.policy = args.policy or ("convlstm" if st.temporal is not None else DEFAULT_POLICY)
     Player(st.model, args.policy, st.temporal)  # a bad policy, or convlstm without a temporal model: one line
     if args.compare_zero_fill and parse_policy(args.policy)[0] == "zero":

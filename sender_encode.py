@@ -110,6 +110,9 @@ def looped(spec: str, size: int):
 def stream(args) -> dict:
     model, codec, _ = load_codec_model(args.model_path, bits=args.bits, max_payload=args.max_payload,
                                        channels_per_packet=args.channels_per_packet)
+    if model.kind == "inter":
+        raise ValueError(f"{args.model_path} holds an inter codec ({model.model_name}); sender_encode.py streams "
+                         "frame codecs only so far (evaluate.py runs the inter codec's I/P stream offline)")
     model.check_size(args.size, args.size)
     control = None
     if args.kbps is not None:

@@ -112,6 +112,7 @@ OURS = register(Method("ours", "ours", ("C3", "o", "-"), strip=True, fill=DEFAUL
 OURS_TEMPORAL = register(Method("ours+convlstm", "ours", ("C1", "s", "-"), strip=True, fill="convlstm",
                                 rate_points=our_rate_points))
 OURS_COPY = register(Method("ours+copy", "ours", ("C4", "P", "-"), fill="copy", rate_points=our_rate_points))
+OURS_P = register(Method("ours-p", "ours", ("C3", "*", "-"), strip=True, fill="inter", rate_points=our_rate_points))
 ORIGINAL = register(Method("original", "reference", ("k", "", ":")))
 register(Method("jpeg", "baseline", ("C0", "^", "--"), "jpeg", partial(_image, "jpeg", False), sweep=RD_QUALITIES,
                 sweep_key="quality", strip=True))

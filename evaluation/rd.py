@@ -26,11 +26,14 @@ from evaluation.runner import (
     DEFAULT_FPS,
     DRAW_SLOTS,
     OURS,
+    InterOptions,
     OurCodec,
+    OurInterCodec,
     from_baseline,
+    is_inter,
     loss_fields,
     make_draws,
-    our_fills,
+    our_runs,
     quality,
     score,
 )
@@ -39,13 +42,20 @@ from utils import metrics
 
 
 def rd_points(model, ckpt: dict | None, frames: torch.Tensor, bits: list[int], baselines: list[str],
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, inter: InterOptions | None = None) -> list[dict]:
     """Rate-distortion points at 0 % loss: ours at each of its rate points (the registry's ``rate_points``
-    hook, today quantiser ``bits``), and each selected baseline with a ``sweep`` over its settings."""
+    hook: quantiser ``bits`` or quality levels; an inter codec's intra codec as "ours" and its I/P stream as
+    "ours-p"), and each selected baseline with a ``sweep`` over its settings."""
     reference = as_frames(frames)
     clean = torch.ones(len(reference), DRAW_SLOTS)
-    jobs = [(OURS, params, lambda c=c, q=params.get("quality", 0): OurCodec(model, c, frames, quality=q).run(clean))
-            for params, c in methods.OURS.rate_points(model, ckpt, bits)]
+    jobs = []
+    opts = inter or InterOptions()
+    for params, c in methods.OURS.rate_points(model, ckpt, bits):
+        q = params.get("quality", 0)
+        jobs.append((OURS, params, lambda c=c, q=q: OurCodec(frame_model(model), c, frames, quality=q).run(clean)))
+        if is_inter(model):
+            jobs.append((methods.OURS_P.name, params, lambda c=c, q=q: OurInterCodec(
+                model, c, frames, q, opts.gop, opts.feedback, opts.feedback_delay).clean))
     for m in (methods.METHODS[b] for b in baselines):
         jobs += [(m.name, {m.sweep_key: s}, lambda m=m, s=s: from_baseline(make_baseline(m.name, reference, setting=s)(
             clean))) for s in m.sweep]
@@ -58,6 +68,11 @@ def rd_points(model, ckpt: dict | None, frames: torch.Tensor, bits: list[int], b
                        "bpp": float(metrics.bpp(float(shown.nbytes.mean()), h, w)), "psnr": q["psnr"],
                        "ssim": q["ssim"]})
     return points
+
+
+def frame_model(model):
+    """The frame codec of ``model``: itself, or an inter codec's intra codec."""
+    return model.intra if is_inter(model) else model
 
 
 def parse_bitrates(text: str, fps: float = DEFAULT_FPS) -> list[float]:
@@ -82,20 +97,20 @@ def parse_bitrates(text: str, fps: float = DEFAULT_FPS) -> list[float]:
 
 def rd_under_loss(model, ckpt: dict | None, temporal, frames: torch.Tensor, *,
                   losses: list[tuple[str, float, LossModel]], budgets: list[float], baselines: list[str], rate_spec,
-                  seed: int, our_packets: int, fps: float = DEFAULT_FPS, progress: bool = True) -> list[dict]:
+                  seed: int, our_packets: int, fps: float = DEFAULT_FPS, progress: bool = True,
+                  inter: InterOptions | None = None) -> list[dict]:
     """Every method at every rate point under every loss condition of ``losses`` ((label, rate, loss model),
     :func:`evaluation.runner.loss_points`): rows as :func:`score`'s plus ``budget`` (the baselines' target
     bytes per frame; None for ours).
 
-    Ours runs at each point of its registry ``rate_points`` hook (``rate_spec``: today quantiser bits), with
-    each fill; each baseline is matched to each of ``budgets``. Per condition ONE draw (:func:`make_draws`,
-    tail deadlines counted from ``our_packets``) is handed to every method and rate point.
+    Ours runs at each point of its registry ``rate_points`` hook (``rate_spec``: quantiser bits, or every
+    quality level), with each fill (:func:`evaluation.runner.our_runs`: an inter codec also as I/P stream);
+    each baseline is matched to each of ``budgets``. Per condition ONE draw (:func:`make_draws`, tail
+    deadlines counted from ``our_packets``) is handed to every method and rate point.
     """
     reference = as_frames(frames)
-    fills = our_fills(temporal)
-    ours = [OurCodec(model, codec, frames, temporal, params.get("quality", 0))
-            for params, codec in methods.OURS.rate_points(model, ckpt, rate_spec)]
-    jobs = [(None, fill, codec) for codec in ours for fill in fills]
+    jobs = [(None, fill, run) for params, codec in methods.OURS.rate_points(model, ckpt, rate_spec)
+            for fill, run in our_runs(model, codec, frames, temporal, params.get("quality", 0), inter).items()]
     jobs += [(b, None, make_baseline(m, reference, target_bytes=b)) for b in budgets for m in tqdm(
         baselines, desc=f"encode baselines at {b:.0f} B/frame", disable=not progress, leave=False)]
     rows = []
@@ -127,7 +142,7 @@ def bd_rates(rows: list[dict], anchors: list[str]) -> list[dict]:
     out = []
     for (mode, rate, burst), by_method in curves.items():
         for ours in (m.name for m in methods.of_kind("ours") if m.name in by_method):
-            for anchor in (a for a in anchors if a in by_method):
+            for anchor in (a for a in anchors if a in by_method and a != ours):
                 a, t = by_method[anchor], by_method[ours]
                 value = None
                 if len(a) >= 2 and len(t) >= 2:

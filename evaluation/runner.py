@@ -62,6 +62,7 @@ from models import has_head
 from models.classifier import predict
 from network.loss import DEFAULT_BURST_LEN, LOSS_MODELS, LossModel, TailLoss, draws, parse_loss
 from playback.conceal import DEFAULT_POLICY, Player, parse_policy
+from playback.inter import InterEncoder, InterPlayer
 from utils import metrics
 
 log = logging.getLogger(__name__)
@@ -283,6 +284,66 @@ class OurCodec:
                      torch.cat(heads) if heads else None, torch.stack(masks))
 
 
+class OurInterCodec:
+    """Our I/P codec (an inter codec, models/pframe.py) on a fixed sequence, under a loss draw, over the stream's
+    own path: playback.inter's InterEncoder codes each frame against its mirror of the receiver, the draw
+    drops packets, the receiver's InterPlayer decodes what arrived, and the receiver's feedback (the mask
+    of each frame) reaches the sender ``feedback_delay`` frames later (1: frame t's mask is known when frame
+    t + 2 is coded). Coding depends on the feedback, so each draw is coded anew. ``gop``: an I-frame every
+    ``gop`` frames (0: only the first). ``feedback=False``: the sender assumes everything arrives."""
+
+    policy = "inter"
+
+    def __init__(self, model, codec, frames: torch.Tensor, quality: int = 0, gop: int = 0, feedback: bool = True,
+                 feedback_delay: int = 1):
+        if feedback_delay < 0:
+            raise ValueError(f"feedback delay must be >= 0 frames, got {feedback_delay}")
+        self.model, self.codec, self.frames, self.quality = model, codec, frames, quality
+        self.gop, self.feedback, self.delay = gop, feedback, feedback_delay
+        self.geometry = tuple(model.latent_shape(frames.shape[-2], frames.shape[-1]))
+        self.clean = self.run(torch.ones(len(frames), DRAW_SLOTS))  # nothing lost: bytes, packets, RD point
+        self.nbytes, self.counts, self.encode_ms = self.clean.nbytes, self.clean.packets, self.clean.encode_ms
+
+    @property
+    def mean_bytes(self) -> float:
+        return float(self.nbytes.mean())
+
+    @torch.no_grad()
+    def run(self, draws: torch.Tensor, policy: str = "inter") -> Shown:
+        """Code, deliver (frame f's packets where draws[f, :k_f] is 1), decode, feed back, frame by frame."""
+        encoder = InterEncoder(self.model, self.codec, self.geometry, gop=self.gop, feedback=self.feedback)
+        player = InterPlayer(self.model)
+        shown, fresh, nbytes, counts, masks, types, pending = [], [], [], [], [], [], []
+        enc_s = dec_s = 0.0
+        for f, x in enumerate(self.frames):
+            while pending and pending[0][0] <= f:
+                encoder.ack(*pending.pop(0)[1:])
+            t0 = time.perf_counter()
+            packets, inter = encoder.encode(x[None].float() / 255.0, f, self.quality)
+            enc_s += time.perf_counter() - t0
+            if len(packets) > draws.shape[1]:
+                raise ValueError(f"frame {f} has {len(packets)} packets, the draw {draws.shape[1]} slots")
+            got = [p for p, ok in zip(packets, draws[f, :len(packets)].tolist()) if ok > 0.5]
+            t0 = time.perf_counter()
+            asm = decode_frame(got, self.codec, self.geometry)
+            z, mask = asm.result()
+            out = player.show(z, mask, asm.inter, asm.quality)
+            dec_s += time.perf_counter() - t0
+            if self.feedback:
+                pending.append((f + 1 + self.delay, f, mask))
+            shown.append(metrics.to_uint8(out.x_hat))
+            fresh.append(bool(got))
+            nbytes.append(sum(len(p) - HEADER_SIZE for p in packets))
+            counts.append(len(packets))
+            masks.append(mask[0])
+            types.append(inter)
+        n = max(len(self.frames), 1)
+        params = {"quality": self.quality, "fill": self.policy, "gop": self.gop,
+                  "feedback_delay": self.delay if self.feedback else None, "p_frames": int(sum(types))}
+        return Shown(method_name(self.policy), as_frames(torch.cat(shown)), np.array(fresh), np.array(nbytes),
+                     np.array(counts), 1000.0 * enc_s / n, 1000.0 * dec_s / n, params, None, torch.stack(masks))
+
+
 def method_name(policy: str) -> str:
     """Our row's method name for a concealment policy: the registry entry with that fill (ours = zero fill
     with repeat-last, ours+convlstm), else ours+POLICY."""
@@ -365,29 +426,65 @@ def original_row(seq: Sequence, loss: dict, classifier, targets) -> dict:
 
 
 def our_fills(temporal) -> list[str]:
-    """The fills of the registry's entries for our codec that can run: the ConvLSTM fill needs ``temporal``."""
-    return [m.fill for m in methods.of_kind("ours") if parse_policy(m.fill)[0] != "convlstm" or temporal is not None]
+    """The fills of the registry's entries for our frame codec that can run: the ConvLSTM fill needs
+    ``temporal``. (The I/P stream's entry, "inter", is an inter codec's: :func:`our_runs`.)"""
+    return [m.fill for m in methods.of_kind("ours") if m.fill != OurInterCodec.policy
+            and (parse_policy(m.fill)[0] != "convlstm" or temporal is not None)]
+
+
+@dataclass(frozen=True)
+class InterOptions:
+    """How an inter codec streams in the evaluation (evaluate.py --gop, --feedback-delay, --no-feedback)."""
+
+    gop: int = 0
+    feedback: bool = True
+    feedback_delay: int = 1
+
+
+def is_inter(model) -> bool:
+    return getattr(model, "kind", None) == "inter"
+
+
+def our_runs(model, codec, frames: torch.Tensor, temporal=None, quality: int = 0,
+             inter: InterOptions | None = None) -> dict[str, OurCodec | OurInterCodec]:
+    """Policy -> what plays it (``run(draws, policy)``): our frame codec's fills (:func:`our_fills`), and for an
+    inter codec (kind "inter", models/pframe.py) its intra codec's fills plus its I/P stream ("inter")."""
+    ours = OurCodec(model.intra if is_inter(model) else model, codec, frames, temporal, quality)
+    runs: dict[str, OurCodec | OurInterCodec] = {fill: ours for fill in our_fills(temporal)}
+    if is_inter(model):
+        opts = inter or InterOptions()
+        runs[OurInterCodec.policy] = OurInterCodec(model, codec, frames, quality, opts.gop, opts.feedback,
+                                                   opts.feedback_delay)
+    return runs
+
+
+def primary(runs: dict) -> OurCodec | OurInterCodec:
+    """The run the baselines' byte budget and the tail deadlines follow: the I/P stream if there is one."""
+    return runs.get(OurInterCodec.policy) or next(iter(runs.values()))
 
 
 def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str | list[str], rates: list[float],
                       baselines: list[str], seed: int, burst_len: float = DEFAULT_BURST_LEN, quality: int = 0,
-                      classifier=None, strip_rate=0.3, fps: float = DEFAULT_FPS, progress: bool = True) -> dict:
+                      classifier=None, strip_rate=0.3, fps: float = DEFAULT_FPS, progress: bool = True,
+                      inter: InterOptions | None = None) -> dict:
     """Every method at every loss rate on one sequence.
     Returns {"rows", "strip", "target_bytes", "our_packets", "losses", "rates"}.
 
     ``mode`` is evaluate.py's --loss, one spec or several: a family swept over ``rates`` (random, ge, burst,
     tail) or a full spec (random:0.3, wifi, trace:FILE, ...; its rate is the model's); the result's
     "losses" are the (label, rate, loss model) conditions evaluated (:func:`loss_points`), "rates" their
-    rates. Ours runs with each concealment policy of the registry's entries (:func:`our_fills`), coded at
-    ``quality`` (a learned-mode codec's level, else 0). Per rate ONE draw (:func:`make_draws`) is made and
-    handed to every method. The baselines' byte budget is our mean payload bytes per frame (their
-    matched-bytes searches run in make_baseline).
+    rates. Ours runs with each concealment policy of the registry's entries (:func:`our_runs`; an inter codec
+    also as an I/P stream with ``inter``'s GOP and feedback), coded at ``quality`` (a learned-mode codec's
+    level, else 0). Per rate ONE draw (:func:`make_draws`) is made and handed to every method. The
+    baselines' byte budget is our mean payload bytes per frame with nothing lost (the I/P stream's for an
+    inter codec; their matched-bytes searches run in make_baseline).
     ``strip`` holds the displayed frames of the registry's strip methods at the rate closest to ``strip_rate``.
     """
     reference = as_frames(seq.frames)
     for c in PIL_FORMATS:  # warm Pillow's codecs up, so the first timed encode is not a cold one
         decode_image(encode_image(reference[0], c))
-    ours = OurCodec(model, codec, seq.frames, temporal, quality)
+    runs = our_runs(model, codec, seq.frames, temporal, quality, inter)
+    ours = primary(runs)
     our_packets = int(ours.counts.max())
     if ours.counts.min() != our_packets:
         log.warning("our frames use %d..%d packets; tail deadlines count from %d", ours.counts.min(), our_packets,
@@ -401,7 +498,7 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str | list
     losses = loss_points(mode, rates, our_packets, burst_len)
     rates = [r for _, r, _ in losses]
     strip_at = min(rates, key=lambda r: abs(r - strip_rate))
-    fills = our_fills(temporal)
+    fills = list(runs)
     rows, strip = [], {}
     bar = tqdm(total=len(rates) * (len(fills) + len(runners)), desc="loss conditions", disable=not progress)
     for label, rate, loss_model in losses:
@@ -410,7 +507,7 @@ def evaluate_sequence(model, codec, temporal, seq: Sequence, *, mode: str | list
         if classifier is not None:
             rows.append(original_row(seq, loss, classifier, targets))
         for job in [*fills, *runners.values()]:  # every method gets this very draw
-            shown = ours.run(draws, job) if isinstance(job, str) else from_baseline(job(draws))
+            shown = runs[job].run(draws, job) if isinstance(job, str) else from_baseline(job(draws))
             rows.append(score(shown, reference, loss, classifier, targets, head_targets, fps))
             if rate == strip_at and shown.method in methods.strip_methods():
                 strip[shown.method] = shown.frames

@@ -134,6 +134,8 @@ def grow(model: nn.Module, state_dict: dict) -> list[str]:
 def load_codec_model(path: str, bits: int | None = None, **codec_kwargs):
     """(frame model, codec, temporal model or None) from any checkpoint, by its own metadata.
 
+    An inter checkpoint (kind ``inter``, LRAE_VC_P) gives the inter codec itself, with the codec of its I-frames
+    whose ``inter`` codes its P-frames (codec.packetize.codec_from_checkpoint).
     A temporal checkpoint (kind ``temporal``, e.g. conv_lstm_ae) streams its frame AE ``.ae`` and is
     returned as the temporal model too.
     """
@@ -142,6 +144,6 @@ def load_codec_model(path: str, bits: int | None = None, **codec_kwargs):
     temporal = None
     if model.kind == "temporal":
         temporal, model = model, model.ae
-    if model.kind != "frame":
+    if model.kind not in ("frame", "inter"):
         raise ValueError(f"{path} holds a {ckpt['model']} model, which is not a frame codec")
     return model, codec_from_checkpoint(model, ckpt, bits, **codec_kwargs), temporal

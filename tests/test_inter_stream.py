@@ -115,3 +115,29 @@ def test_nothing_received_repeats_the_last_frame_on_both_sides(stream):
     mirror.ack(1, torch.zeros(1, 8))
     assert out.concealment == "repeat_last" and torch.equal(out.x_hat, x0)
     assert torch.equal(mirror.reference(), x0) and torch.equal(as_shown(x0), x0)
+
+
+def test_evaluate_runs_the_ip_stream_beside_its_intra_codec(stream, tmp_path):
+    """evaluate.py on an inter checkpoint: its intra codec as ours (and ours+copy), its I/P stream with feedback
+    as ours-p through the same packets and loss draws, RD curves of both and the BD-rate of ours-p vs ours."""
+    import json
+
+    import evaluate
+    from utils.checkpoint import make_checkpoint, save_checkpoint
+
+    model, _, _ = stream
+    path = save_checkpoint(tmp_path / "p.pth", make_checkpoint(model, extra={
+        "codec": learned_codec(model.intra), "p_codec": learned_codec(model)}))
+    out = evaluate.main(["--model_path", str(path), "--data", "sample", "--size", "32", "--max-frames", "6",
+                         "--loss", "none", "random:0.2", "--baselines", "jpeg", "--gop", "4", "--out",
+                         str(tmp_path / "eval")])
+    payload = json.loads((out / "results.json").read_text())
+    rows = {(r["method"], r["loss_model"]): r for r in payload["results"]}
+    assert {"ours", "ours+copy", "ours-p", "jpeg"} <= {m for m, _ in rows}
+    p_row = rows["ours-p", "random:0.2"]
+    assert p_row["params"]["p_frames"] == 4 and p_row["params"]["feedback_delay"] == 1, "I P P P I P"
+    assert payload["config"]["inter"] == {"gop": 4, "feedback": True, "feedback_delay": 1}
+    assert {p["method"] for p in payload["rd"]} >= {"ours", "ours-p"}
+    assert len([p for p in payload["rd"] if p["method"] == "ours-p"]) == model.levels
+    assert any(b["method"] == "ours-p" and b["anchor"] == "ours" for b in payload["bd_rate_clean"])
+    assert rows["ours-p", "none"]["fresh_frames"] == 1.0
