@@ -15,6 +15,9 @@ quality level), which a receiver pays on top of ``decode``. Run from the repo ro
     python -m benchmarks.bench_models --device cuda          # CUDA is synchronised around every call
     python -m benchmarks.bench_models --checkpoint checkpoints/LRAE_RD.pth --precision fp32   # + entropy dec
 
+An inter codec (LRAE_VC_P) is timed on a P-frame: encode against a reference, and decode including the
+reference handling (playback.inter.next_frame); its entropy column decodes a P-frame's packets.
+
 The decode ratio LRAE_VC / PNC16 (medians) is printed for each precision when both models ran.
 """
 
@@ -37,6 +40,7 @@ from tqdm import tqdm
 from codec.packetize import check_quality, decode_packets, encode_frame
 from data import read_frames
 from models import MODELS, build_model, load_codec_model
+from playback.inter import InterEncoder, next_frame
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +105,29 @@ def bench_model(model: torch.nn.Module, x: torch.Tensor, precision: str, args) -
         model = model.to(memory_format=torch.contiguous_format)
         autocast = contextlib.nullcontext()
     with torch.inference_mode(), autocast:
+        if getattr(model, "kind", None) == "inter":  # a P-frame against a reference, as the receiver shows it
+            return bench_inter(model, x, precision, args)
         # The decoder gets the latent as it arrives from the wire: float32.
         z = model.encode(x).float()
         if precision == "bf16":
             z = z.contiguous(memory_format=torch.channels_last)
         enc = timed_ms(lambda: model.encode(x), args.iters, args.warmup, device)
         dec = timed_ms(lambda: model.decode(z), args.iters, args.warmup, device)
+    return {"encode_ms": summary(enc, args.batch), "decode_ms": summary(dec, args.batch)}
+
+
+def bench_inter(model, x: torch.Tensor, precision: str, args) -> dict:
+    """An inter codec's P-frame at its top level: encode against a reference, and decode including the
+    reference handling (playback.inter.next_frame: the decode against the last shown frame, rounded to
+    8 bits as shown), inside bench_model's precision context."""
+    ref = x.flip(-1)
+    q = model.levels - 1
+    z = torch.round(model.encode(x, ref, q)).float()
+    mask = torch.ones(z.shape[:2], device=z.device)
+    if precision == "bf16":
+        z = z.contiguous(memory_format=torch.channels_last)
+    enc = timed_ms(lambda: model.encode(x, ref, q), args.iters, args.warmup, x.device)
+    dec = timed_ms(lambda: next_frame(model, z, mask, True, q, ref), args.iters, args.warmup, x.device)
     return {"encode_ms": summary(enc, args.batch), "decode_ms": summary(dec, args.batch)}
 
 
@@ -138,7 +159,12 @@ def bench_entropy(model, codec, frame: torch.Tensor, args) -> dict:
     """Median / p95 ms to parse and entropy-decode one frame's packets (all of them) into the latent."""
     quality = check_quality(codec.levels - 1, codec)
     with torch.inference_mode():
-        packets = encode_frame(model, frame[0], 0, codec, quality=quality)
+        if getattr(model, "kind", None) == "inter":  # a P-frame's packets: the frame against itself shifted
+            encoder = InterEncoder(model, codec, model.latent_shape(*frame.shape[-2:]))
+            encoder.encode(frame.roll(4, dims=-1), 0, quality)
+            packets = encoder.encode(frame, 1, quality)[0]
+        else:
+            packets = encode_frame(model, frame[0], 0, codec, quality=quality)
     geometry = model.latent_shape(*frame.shape[-2:])
     times = timed_ms(lambda: decode_packets(packets, codec, geometry), args.iters, args.warmup, torch.device("cpu"))
     return {"entropy_decode_ms": summary(times, 1), "packets": len(packets),
