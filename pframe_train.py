@@ -8,10 +8,12 @@ each decoded against the previous frame *as the receiver showed it*, with channe
 Per training clip (T = ``--seq-len`` frames) and sample: one quality level q for the whole clip; frame 0
 coded by the intra codec at q with a channel mask (``--drop-mode``/``--drops``, as autoencoder_train.py)
 and decoded: the reference; frames 1..T-1 coded by the P codec against the reference at q, each with
-its own mask (and with ``--whole-loss`` probability every channel lost), decoded, and the decode becomes
-the next reference (detached: each P-step's gradient stays within its frame). Loss: the mean over the
-P-frames of lambda_q * 255^2 * MSE + bits per pixel (the likelihoods of the P latent). So the decoder
-learns from references the encoder never saw, degraded by loss and by its own earlier errors.
+its own mask (and with ``--whole-loss`` probability every channel lost), decoded, and the decode, rounded to
+8 bits as a receiver shows it, becomes the next reference (detached: each P-step's gradient stays within
+its frame). The P codec starts as the intra codec (models/pframe.py ``start_from_intra``). Loss: the mean over the
+P-frames of lambda_q * 255^2 * MSE + bits per pixel (the likelihoods of the P latent). So the codec learns
+to code against references degraded by loss and by its own earlier errors - the receiver's references; a
+streaming sender codes against its mirror of them, equal to them once the feedback arrives (playback/inter.py).
 
 Validation: mean PSNR of the P-frames of val clips at the top level, with nothing lost and with a quarter of
 each frame's channels lost. At the end: LRAE_VC_P_final.pth (the I- and P-frames' learned tables in
@@ -32,6 +34,7 @@ from data import clip_splits, describe_split
 from models import build_model, load_model
 from models.rd_tables import learned_codec
 from network.loss import TRAIN_MODES, sample_masks
+from playback.inter import as_shown
 from training.args import add_channel_loss_args, add_train_args
 from training.engine import autocast, fit, run_main, setup, spaced
 from training.objectives import rd_terms
@@ -50,7 +53,9 @@ def parse_args(argv):
                         "the intra's), e.g. '{\"lambdas\": [...]}'")
     p.add_argument("--seq-len", type=int, default=4, help="frames per training clip: one I-frame, then P-frames")
     p.add_argument("--clip-stride", type=int, default=2, help="frames between the starts of training clips")
-    p.add_argument("--whole-loss", type=float, default=0.05, help="probability that a P-frame loses every channel")
+    p.add_argument("--whole-loss", type=float, default=0.0,
+                   help="probability that a P-frame loses every channel (a receiver repeats the last frame then, "
+                        "playback/inter.py, so by default the P codec does not train on it)")
     p.add_argument("--eval-frames", type=int, default=30, help="frames per test video in the final evaluation")
     p.add_argument("--eval-videos", type=int, default=2, help="test videos in the final evaluation")
     add_train_args(p, epochs=20, batch_size=4, lr=5e-4)
@@ -90,7 +95,7 @@ def intra_frame(intra, x: torch.Tensor, q: torch.Tensor, mask: torch.Tensor) -> 
     out = intra(x, mask, quality=q)
     intra.train(was)
     bpp = -torch.log2(out["likelihoods"]).sum(dim=(1, 2, 3)) / (x.shape[-2] * x.shape[-1])
-    return out["x_hat"].float().clamp(0, 1), bpp
+    return as_shown(out["x_hat"]), bpp
 
 
 def train(args):
@@ -127,7 +132,7 @@ def train(args):
             total = total + loss / (t - 1)
             for k in logs:
                 logs[k] += frame_logs[k] / (t - 1)
-            ref = out["x_hat"].detach().float().clamp(0, 1)
+            ref = as_shown(out["x_hat"].detach())  # the next reference, as a receiver shows it
         return total, {"max_drop": drop_now, **logs}
 
     val_clips = [item["x"] for item in spaced(val_ds, max(2, args.val_frames // args.seq_len))]
@@ -166,7 +171,7 @@ def chain_psnr(model, clips, quality: int, lost: int, seed: int, device, amp) ->
             mask[0, torch.randperm(model.latent_channels, generator=g)[:lost]] = 0.0
             with amp:
                 out = model(x[f:f + 1], ref, mask.to(device), quality=q)
-            ref = out["x_hat"].float().clamp(0, 1)
+            ref = as_shown(out["x_hat"])
             scores.append(float(psnr(ref, x[f:f + 1])[0]))
             rates.append(float(-torch.log2(out["likelihoods"]).sum() / (x.shape[-2] * x.shape[-1])))
     model.train(was)
