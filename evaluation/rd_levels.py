@@ -23,8 +23,9 @@ import sys
 import numpy as np
 import torch
 
-from data import FrameDataset, load_videos, split_videos
+from data import FrameDataset
 from evaluation.baselines import decode_image, encode_image
+from evaluation.runner import pick_videos
 from models import load_model
 from models.rd_coding import RDCoder
 from training.engine import spaced
@@ -41,7 +42,8 @@ def parse_args(argv):
     p.add_argument("--data", nargs="+", default=["sample"], help="the training run's --data")
     p.add_argument("--size", type=int, default=224, help="short side; frames are centre-cropped square")
     p.add_argument("--seed", type=int, default=0, help="the training run's --seed (its split)")
-    p.add_argument("--split", choices=("val", "test"), default="test", help="held-out split to evaluate")
+    p.add_argument("--split", choices=("val", "test", "held-out", "all"), default="test",
+                   help="videos to evaluate: a split of the training run's data and seed (held-out = val + test)")
     p.add_argument("--frames", type=int, default=48, help="evenly spaced frames of the split")
     p.add_argument("--loss", type=float, default=0.3, help="random channel loss rate of the loss rows")
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -50,11 +52,11 @@ def parse_args(argv):
 
 
 def held_out_frames(specs, size: int, seed: int, split: str, n: int) -> tuple[torch.Tensor, list[str]]:
-    videos = load_videos(specs, size=size, seed=seed)
-    parts = split_videos(videos, seed=seed)
-    videos_out = parts[split] or parts["test" if split == "val" else "val"]
-    ds = spaced(FrameDataset(videos_out, crop=size, train=False), n)
-    return torch.stack([ds[i]["x"] for i in range(len(ds))]), [v.name for v in videos_out]
+    """``n`` evenly spaced frames of the videos of ``split`` (evaluation.runner.pick_videos: the split a
+    training run on ``specs`` with ``seed`` made), and the videos' names."""
+    _, videos, _ = pick_videos(specs, size, seed, split)
+    ds = spaced(FrameDataset(videos, crop=size, train=False), n)
+    return torch.stack([ds[i]["x"] for i in range(len(ds))]), [v.name for v in videos]
 
 
 def jpeg_curve(x: torch.Tensor) -> dict[int, tuple[np.ndarray, np.ndarray]]:

@@ -189,3 +189,20 @@ def test_copy_fill_keeps_a_channel_across_quality_levels(model):
         expect = torch.where(mask[:, :, None, None] > 0, model.dequantize(z2, 2), model.dequantize(z0, 0))
         assert torch.allclose(shown.z, expect)
         assert torch.allclose(shown.x_hat, model.synthesize(expect, torch.ones(1, 8)))
+
+
+def test_rd_levels_probe_on_a_held_out_split(tmp_path):
+    """evaluation.rd_levels: every level coded for real on the frames of the split asked for."""
+    from evaluation import rd_levels
+    from utils.checkpoint import make_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "rd.pth", make_checkpoint(build_model("LRAE_RD", latent_channels=4, width=8,
+                                                                            levels=2)))
+    result = rd_levels.main(["--model-path", str(path), "--data", "sample", "--split", "test", "--frames", "2",
+                             "--size", "32", "--out", str(tmp_path / "r.json")])
+    assert result["held_out"] == ["sample/carphone"] and [r["level"] for r in result["levels"]] == [0, 1]
+    assert all(r["bytes"] > 0 and 0.9 < r["coded_over_estimate"] < 1.5 for r in result["levels"])
+    held_out = rd_levels.main(["--model-path", str(path), "--data", "sample", "--split", "held-out", "--frames", "2",
+                               "--size", "32"])
+    assert held_out["held_out"] == ["sample/bigbuckbunny", "sample/carphone"]
