@@ -61,6 +61,31 @@ A receiver with a key drops packets without a valid tag; one without a key drops
 The fingerprint is the first 4 bytes of SHA-256 over the model name, its constructor arguments,
 its weights and (modes 0 and 2) the calibration or learned table tensors: a receiver running another
 model, other weights or another calibration refuses the packets with a clear message instead of decoding garbage.
+
+**Feedback packets** (receiver -> sender, I/P streams; playback/inter.py): after showing a frame the receiver
+reports which channels it decoded for each of its last K frames, so one lost feedback packet is covered by
+the next. Over UDP one per datagram, back to the data's source address; over TCP on the reverse direction
+of the connection (network/transport.py). Layout, big-endian::
+
+    fixed header (17 B) | count reports | HMAC tag (16 B, only if flag bit 0)
+
+| offset | size | field        | format | meaning                                                          |
+|-------:|-----:|--------------|:------:|------------------------------------------------------------------|
+|      0 |    4 | magic        | 4s     | ``b"LRFB"``                                                      |
+|      4 |    1 | version      | B      | 1; any other value is refused                                    |
+|      5 |    1 | flags        | B      | bit 0: HMAC tag appended (as for data packets); others 0         |
+|      6 |    4 | stream_id    | I      | the stream the reports are about (its data packets' stream_id)   |
+|     10 |    2 | channels     | H      | C, latent channels per mask (1..MAX_FEEDBACK_CHANNELS)           |
+|     12 |    1 | count        | B      | reports that follow (1..MAX_FEEDBACK_FRAMES)                     |
+|     13 |    4 | crc32        | I      | zlib.crc32 of bytes 0..12 followed by the reports                |
+|     17 |      | reports      |        | count x (frame_index I, mask bitmap ceil(C/8) B), oldest first,  |
+|        |      |              |        | frame indices strictly increasing                                |
+
+A mask bitmap holds channel c in bit 7 - c % 8 of byte c // 8 (channel 0 is the top bit of the first
+byte); 1 = the channel was decoded (the receiver's mask convention); padding bits are 0. A frame of
+which nothing arrived is reported with an all-zero mask. A feedback packet is at most MAX_PACKET bytes
+(``feedback_capacity(C)`` reports fit). :func:`pack_feedback`, :func:`parse_feedback` (PacketError on
+anything malformed: every length is checked before slicing).
 """
 
 from __future__ import annotations
@@ -90,6 +115,16 @@ MODE_CALIBRATED, MODE_FRAME, MODE_LEARNED = 0, 1, 2
 LENGTH_ONLY = (MODE_CALIBRATED, MODE_LEARNED)  # entries are just the coded length
 ENTRY = {MODE_CALIBRATED: struct.Struct("!H"), MODE_FRAME: struct.Struct("!HffBB"), MODE_LEARNED: struct.Struct("!H")}
 MIN_BITS, MAX_BITS = 2, 8
+
+
+FEEDBACK_MAGIC = b"LRFB"
+FEEDBACK_VERSION = 1
+FEEDBACK_HEADER = struct.Struct("!4sBBIHBI")
+FEEDBACK_HEADER_SIZE = FEEDBACK_HEADER.size  # 17
+FEEDBACK_CRC_OFFSET = FEEDBACK_HEADER_SIZE - 4
+FEEDBACK_INDEX = struct.Struct("!I")
+MAX_FEEDBACK_FRAMES = 32
+MAX_FEEDBACK_CHANNELS = 4096
 
 
 class PacketError(ValueError):
@@ -163,8 +198,23 @@ def pack(header: Header, entries: list[Entry], key: bytes | None = None) -> byte
     crc = zlib.crc32(payload, zlib.crc32(head))
     out = head + struct.pack("!I", crc) + payload
     if key:
-        out += hmac.new(key, out, hashlib.sha256).digest()[:TAG_SIZE]
+        out += _tag(key, out)
     return out
+
+
+def _tag(key: bytes, signed) -> bytes:
+    """HMAC-SHA256 of ``signed``, truncated to TAG_SIZE bytes (RFC 2104 sec. 5)."""
+    return hmac.new(key, signed, hashlib.sha256).digest()[:TAG_SIZE]
+
+
+def _check_tag(data: bytes, signed: int, tagged: bool, key: bytes | None, reader: str = "receiver") -> None:
+    """The HMAC rules of data and feedback packets: bytes 0..signed-1 are signed, the tag follows them."""
+    if tagged and not key:
+        raise PacketError("auth", f"packet carries an HMAC tag but this {reader} has no --key-file")
+    if key and not tagged:
+        raise PacketError("auth", f"unauthenticated packet (this {reader} requires an HMAC tag, --key-file)")
+    if key and not hmac.compare_digest(_tag(key, memoryview(data)[:signed]), bytes(data[signed:])):
+        raise PacketError("auth", "HMAC mismatch (wrong key or forged packet)")
 
 
 def end_packet(stream_id: int, frames: int, capture_us: int, fingerprint: bytes,
@@ -205,14 +255,7 @@ def parse(data: bytes, key: bytes | None = None) -> Packet:
     body = memoryview(data)[HEADER_SIZE:HEADER_SIZE + p_len]
     if zlib.crc32(body, zlib.crc32(memoryview(data)[:CRC_OFFSET])) != crc:
         raise PacketError("crc", "CRC32 mismatch (corrupted packet)")
-    if tagged and not key:
-        raise PacketError("auth", "packet carries an HMAC tag but this receiver has no --key-file")
-    if key and not tagged:
-        raise PacketError("auth", "unauthenticated packet (this receiver requires an HMAC tag, --key-file)")
-    if key:
-        tag = hmac.new(key, memoryview(data)[:HEADER_SIZE + p_len], hashlib.sha256).digest()[:TAG_SIZE]
-        if not hmac.compare_digest(tag, bytes(data[HEADER_SIZE + p_len:])):
-            raise PacketError("auth", "HMAC mismatch (wrong key or forged packet)")
+    _check_tag(data, HEADER_SIZE + p_len, tagged, key)
     end = bool(flags & FLAG_END)
     header = Header(stream_id, frame, capture, p_index, p_count, fp, c, h, w, bits, mode, quality,
                     c_start, c_count, r_start, r_count, end, bool(flags & FLAG_INTER))
@@ -273,6 +316,105 @@ def _entries(hd: Header, body: memoryview) -> tuple[Entry, ...]:
             raise PacketError("fields", f"bad quantiser parameters for channel {hd.channel_start + i}")
         entries.append(Entry(hd.channel_start + i, data, lo, hi, centre, width))
     return tuple(entries)
+
+
+# ---------------------------------------------------------------- feedback packets (module docstring)
+def bitmap_size(channels: int) -> int:
+    """Bytes of one mask bitmap of ``channels`` channels."""
+    return (channels + 7) // 8
+
+
+def mask_to_bitmap(mask: torch.Tensor) -> bytes:
+    """Mask (1,C) or (C,), 1 = received (> 0.5) -> bitmap: channel 0 in the top bit of byte 0, padding 0."""
+    bits = (mask.detach().reshape(-1).cpu() > 0.5).numpy()
+    return np.packbits(bits).tobytes()
+
+
+def bitmap_to_mask(bitmap: bytes, channels: int) -> torch.Tensor:
+    """Bitmap of ``channels`` channels -> mask (1,C) float, 1 = received. PacketError if its length is
+    not bitmap_size(channels) or a padding bit is set."""
+    if len(bitmap) != bitmap_size(channels):
+        raise PacketError("length", f"mask bitmap of {len(bitmap)} B for {channels} channels "
+                                    f"(needs {bitmap_size(channels)} B)")
+    bits = np.unpackbits(np.frombuffer(bytes(bitmap), dtype=np.uint8))
+    if bits[channels:].any():
+        raise PacketError("fields", "mask bitmap has padding bits set")
+    return torch.from_numpy(bits[:channels].astype(np.float32))[None]
+
+
+def feedback_capacity(channels: int, tagged: bool = True) -> int:
+    """How many reports of ``channels`` channels fit one feedback packet (0: not even one)."""
+    room = MAX_PACKET - FEEDBACK_HEADER_SIZE - (TAG_SIZE if tagged else 0)
+    return min(MAX_FEEDBACK_FRAMES, room // (FEEDBACK_INDEX.size + bitmap_size(channels)))
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One feedback packet: the masks (1,C) the receiver decoded for frames of stream ``stream_id``."""
+
+    stream_id: int
+    channels: int
+    reports: tuple[tuple[int, torch.Tensor], ...]  # (frame_index, mask), oldest first
+
+
+def pack_feedback(stream_id: int, reports, key: bytes | None = None) -> bytes:
+    """Serialise reports [(frame_index, mask (1,C)), ...] (oldest first, at least one) of one stream.
+    Raises ValueError if they break the format's limits (channel count, frame order, packet size)."""
+    reports = list(reports)
+    if not 1 <= len(reports) <= MAX_FEEDBACK_FRAMES:
+        raise ValueError(f"a feedback packet carries 1..{MAX_FEEDBACK_FRAMES} reports, got {len(reports)}")
+    channels = reports[0][1].numel()
+    if not 1 <= channels <= MAX_FEEDBACK_CHANNELS or any(m.numel() != channels for _, m in reports):
+        raise ValueError(f"feedback masks must all have the same 1..{MAX_FEEDBACK_CHANNELS} channels")
+    indices = [int(i) for i, _ in reports]
+    if any(b <= a for a, b in zip(indices, indices[1:])) or not 0 <= indices[0] or indices[-1] >= 1 << 32:
+        raise ValueError(f"feedback frame indices must increase within 0..2^32-1, got {indices}")
+    body = b"".join(FEEDBACK_INDEX.pack(i) + mask_to_bitmap(m) for i, m in zip(indices, (m for _, m in reports)))
+    size = FEEDBACK_HEADER_SIZE + len(body) + (TAG_SIZE if key else 0)
+    if size > MAX_PACKET:
+        raise ValueError(f"feedback packet of {size} B exceeds {MAX_PACKET} B (see feedback_capacity)")
+    head = FEEDBACK_HEADER.pack(FEEDBACK_MAGIC, FEEDBACK_VERSION, FLAG_HMAC if key else 0, stream_id, channels,
+                                len(reports), 0)[:FEEDBACK_CRC_OFFSET]
+    out = head + struct.pack("!I", zlib.crc32(body, zlib.crc32(head))) + body
+    return out + _tag(key, out) if key else out
+
+
+def parse_feedback(data: bytes, key: bytes | None = None) -> Feedback:
+    """Check and decode one feedback packet; raises :class:`PacketError` (never anything else) if it is bad."""
+    n = len(data)
+    if n > MAX_PACKET:
+        raise PacketError("oversized", f"feedback packet of {n} B exceeds the {MAX_PACKET} B limit")
+    if n < FEEDBACK_HEADER_SIZE:
+        raise PacketError("truncated", f"feedback packet of {n} B is shorter than its {FEEDBACK_HEADER_SIZE} B header")
+    magic, version, flags, stream_id, channels, count, crc = FEEDBACK_HEADER.unpack_from(data)
+    if magic != FEEDBACK_MAGIC:
+        raise PacketError("magic", f"not an LRAE-VC feedback packet (magic {magic!r})")
+    if version != FEEDBACK_VERSION:
+        raise PacketError("version", f"feedback version {version} (this sender reads {FEEDBACK_VERSION})")
+    if flags & ~FLAG_HMAC:
+        raise PacketError("fields", f"unknown feedback flag bits 0x{flags:02x}")
+    if not 1 <= channels <= MAX_FEEDBACK_CHANNELS or not 1 <= count <= MAX_FEEDBACK_FRAMES:
+        raise PacketError("fields", f"feedback of {count} reports of {channels} channels (limits "
+                                    f"{MAX_FEEDBACK_FRAMES}, {MAX_FEEDBACK_CHANNELS})")
+    tagged = bool(flags & FLAG_HMAC)
+    entry = FEEDBACK_INDEX.size + bitmap_size(channels)
+    body_len = count * entry
+    expected = FEEDBACK_HEADER_SIZE + body_len + (TAG_SIZE if tagged else 0)
+    if n != expected:
+        raise PacketError("length", f"feedback packet is {n} B but its header announces {expected} B")
+    body = memoryview(data)[FEEDBACK_HEADER_SIZE:FEEDBACK_HEADER_SIZE + body_len]
+    if zlib.crc32(body, zlib.crc32(memoryview(data)[:FEEDBACK_CRC_OFFSET])) != crc:
+        raise PacketError("crc", "CRC32 mismatch (corrupted feedback packet)")
+    _check_tag(data, FEEDBACK_HEADER_SIZE + body_len, tagged, key, reader="sender")
+    reports, last = [], -1
+    for k in range(count):
+        (index,) = FEEDBACK_INDEX.unpack_from(body, k * entry)
+        if index <= last:
+            raise PacketError("fields", f"feedback frame indices not increasing ({last} then {index})")
+        start = k * entry + FEEDBACK_INDEX.size
+        reports.append((index, bitmap_to_mask(body[start:start + entry - FEEDBACK_INDEX.size], channels)))
+        last = index
+    return Feedback(stream_id, channels, tuple(reports))
 
 
 def fingerprint(model, calibration: dict | None = None) -> bytes:
