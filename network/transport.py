@@ -15,6 +15,13 @@ wait. After an end-of-stream packet it writes ``E`` (end received), so the sende
 delivered stream from one the receiver lost the end of. A message must arrive whole within
 ``packet_timeout`` s of its first byte (a slow drip is cut off); a waiting connection is closed
 after ``max_wait`` s.
+
+Feedback (I/P streams, codec/wire.py "Feedback packets"): over TCP the receiver writes each feedback
+packet on the reverse direction as ``F``, its length (big-endian uint32) and the packet, in order with the
+status bytes; a receiver never blocks on it (a bounded outbox, flushed without blocking; when it is full,
+newer feedback is dropped - each packet repeats the last K frames). Over UDP it sends each as one datagram
+to the address the stream's packets came from. Senders read it without blocking between frames
+(``feedback()``); after the end packet a TCP sender keeps the feedback that arrives before ``E``.
 """
 
 from __future__ import annotations
@@ -34,7 +41,9 @@ LENGTH = struct.Struct("!I")
 UDP_RCVBUF = 4 << 20
 UDP_MAX_DATAGRAM = 65535
 TRANSPORTS = ("tcp", "udp")
-SERVING, WAITING, REFUSED, END_RECEIVED = b"S", b"W", b"R", b"E"
+SERVING, WAITING, REFUSED, END_RECEIVED, FEEDBACK = b"S", b"W", b"R", b"E", b"F"
+OUTBOX_LIMIT = 64 << 10  # TCP: feedback bytes a receiver queues for a sender that does not read
+MAX_FEEDBACK_READS = 256  # packets a sender takes per feedback() call
 
 
 @dataclass
@@ -42,6 +51,7 @@ class Event:
     kind: str  # "packet", "timeout", "opened", "closed"
     data: bytes = b""
     info: str = ""
+    source: tuple | None = None  # UDP: the datagram's source address (where feedback goes)
 
 
 class PeerClosed(ConnectionError):
@@ -95,6 +105,10 @@ class TcpSender:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._await_turn(host, port, max(deadline - time.monotonic(), 5.0))
         self.sock.settimeout(None)
+        self.inbox: list[bytes] = []  # feedback packets read, not yet taken
+        self.incoming = bytearray()  # reverse-direction bytes not yet parsed
+        self.end_received = False
+        self.reverse_open = True  # False once the receiver closed its side or broke the framing
 
     def _await_turn(self, host: str, port: int, wait: float) -> None:
         """Read the receiver's status byte: S go on; W wait (up to ``wait`` s) for S; R or EOF: busy."""
@@ -123,15 +137,69 @@ class TcpSender:
         except OSError as e:
             raise ConnectionError(f"receiver went away: {e.strerror or e}") from None
 
+    def feedback(self, wait: float = 0.0) -> list[bytes]:
+        """The feedback packets the receiver sent so far (waiting up to ``wait`` s for more); never blocks
+        longer, never raises."""
+        deadline = time.monotonic() + wait
+        while self.reverse_open and not self.end_received:
+            ready, _, _ = select.select([self.sock], [], [], max(deadline - time.monotonic(), 0.0))
+            if not ready or not self._read():
+                break
+            if self.inbox and wait:
+                wait, deadline = 0.0, time.monotonic()  # something came: take what is there, then return
+        out, self.inbox = self.inbox, []
+        return out
+
+    def _read(self) -> bool:
+        """One recv of reverse-direction bytes into ``inbox``; False when there is nothing more to read."""
+        try:
+            data = self.sock.recv(1 << 16)
+        except OSError:
+            data = b""
+        if not data:
+            self.reverse_open = False
+            return False
+        self.incoming += data
+        while self.incoming and not self.end_received:
+            kind = self.incoming[:1]
+            if kind == END_RECEIVED:
+                self.end_received = True
+            elif kind == FEEDBACK:
+                if len(self.incoming) < 1 + LENGTH.size:
+                    break
+                (n,) = LENGTH.unpack_from(self.incoming, 1)
+                if n > MAX_PACKET:
+                    log.warning("receiver sent a feedback length of %d B (limit %d B): ignoring its feedback",
+                                n, MAX_PACKET)
+                    self.reverse_open = False
+                    return False
+                if len(self.incoming) < 1 + LENGTH.size + n:
+                    break
+                self.inbox.append(bytes(self.incoming[1 + LENGTH.size:1 + LENGTH.size + n]))
+                del self.incoming[:1 + LENGTH.size + n]
+                continue
+            elif kind not in (SERVING, WAITING):
+                log.warning("receiver sent an unknown status byte %r: ignoring its feedback", bytes(kind))
+                self.reverse_open = False
+                return False
+            del self.incoming[:1]
+        return True
+
     def finish(self, timeout: float = 30.0) -> bool:
         """After the end packet: close our side and wait for the receiver's ``E`` (it reads the end only
-        after everything before it, so a receiver behind its stream answers late); whether it came."""
+        after everything before it, so a receiver behind its stream answers late); whether it came.
+        Feedback arriving before it is kept for ``feedback()``."""
         try:
             self.sock.shutdown(socket.SHUT_WR)
             self.sock.settimeout(timeout)
-            return self.sock.recv(1) == END_RECEIVED
         except OSError:
             return False
+        deadline = time.monotonic() + timeout
+        while self.reverse_open and not self.end_received and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.sock], [], [], max(deadline - time.monotonic(), 0.0))
+            if not ready or not self._read():
+                break
+        return self.end_received
 
     def close(self) -> None:
         try:
@@ -161,8 +229,25 @@ class UdpSender:
                 log.warning("UDP receiver at %s:%d refuses datagrams (not started yet?)", *self.addr)
             self.refused += 1
 
+    def feedback(self, wait: float = 0.0) -> list[bytes]:
+        """The feedback datagrams the receiver sent back so far (waiting up to ``wait`` s for the first);
+        never raises. The socket is connected, so only the receiver's address gets through."""
+        out = []
+        while len(out) < MAX_FEEDBACK_READS:
+            ready, _, _ = select.select([self.sock], [], [], 0.0 if out else max(wait, 0.0))
+            if not ready:
+                break
+            try:
+                out.append(self.sock.recv(UDP_MAX_DATAGRAM))
+            except ConnectionRefusedError:  # the ICMP error of an earlier datagram, not feedback
+                continue
+            except OSError as e:
+                log.debug("feedback read failed: %s", e)
+                break
+        return out
+
     def finish(self, timeout: float = 0.0) -> None:
-        """UDP has no reply channel: whether the end arrived is unknown (None)."""
+        """Whether the end arrived is unknown over UDP (None): no acknowledgement comes back."""
         return None
 
     def close(self) -> None:
@@ -204,11 +289,14 @@ class TcpReceiver:
         self.address = self.listener.getsockname()
         self.conn: socket.socket | None = None
         self.peer = ""
+        self.outbox = bytearray()  # reverse-direction bytes (feedback, E) not yet sent
         self.waiting: deque[tuple[socket.socket, str, float]] = deque()
         self.packet_timeout, self.max_waiting, self.max_wait = packet_timeout, max_waiting, max_wait
 
     def poll(self, timeout: float | None) -> Event:
         self._expire_waiting()
+        if self.outbox:
+            self._flush()
         if self.conn is None and self.waiting:
             conn, peer, _ = self.waiting.popleft()
             return self._serve(conn, peer)
@@ -253,6 +341,7 @@ class TcpReceiver:
             conn.close()
             return Event("timeout")
         self.conn, self.peer = conn, peer
+        self.outbox.clear()
         return Event("opened", info=peer)
 
     def _expire_waiting(self) -> None:
@@ -264,11 +353,47 @@ class TcpReceiver:
             log.warning("closed %s: waited %.0f s for its turn", peer, self.max_wait)
 
     def acknowledge_end(self) -> None:
-        """Tell the sender its end-of-stream packet arrived (``E``)."""
+        """Tell the sender its end-of-stream packet arrived (``E``, after the feedback queued before it)."""
         if self.conn is not None:
-            _status(self.conn, END_RECEIVED)
+            self.outbox += END_RECEIVED
+            self._flush()
+
+    def send_feedback(self, packet: bytes, source: tuple | None = None) -> bool:
+        """Queue a feedback packet to the served sender (``source`` is for UDP); False if there is no
+        connection or the outbox is full (the sender does not read)."""
+        if self.conn is None or len(self.outbox) > OUTBOX_LIMIT:
+            return False
+        self.outbox += FEEDBACK + LENGTH.pack(len(packet)) + packet
+        self._flush()
+        return True
+
+    def _flush(self, timeout: float = 0.0) -> None:
+        """Send what the outbox holds without blocking (or for up to ``timeout`` s); keep the rest."""
+        if self.conn is None:
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            self.conn.setblocking(False)
+            while self.outbox:
+                try:
+                    del self.outbox[:self.conn.send(self.outbox)]
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not select.select([], [self.conn], [], left)[1]:
+                        break
+        except OSError as e:
+            log.debug("reverse-direction send failed: %s", e)
+            self.outbox.clear()
+        finally:
+            try:
+                self.conn.setblocking(True)
+            except OSError:
+                pass
 
     def _drop(self, reason: str) -> Event:
+        if self.outbox:  # the E and the last feedback, if the sender still reads
+            self._flush(timeout=1.0)
+        self.outbox.clear()
         self.conn.close()
         self.conn = None
         return Event("closed", info=reason)
@@ -311,11 +436,21 @@ class UdpReceiver:
         if not ready:
             return Event("timeout")
         try:
-            data, _ = self.sock.recvfrom(UDP_MAX_DATAGRAM)
+            data, source = self.sock.recvfrom(UDP_MAX_DATAGRAM)
         except OSError as e:
             log.warning("UDP receive error: %s", e.strerror or e)
             return Event("timeout")
-        return Event("packet", data)
+        return Event("packet", data, source=source)
+
+    def send_feedback(self, packet: bytes, source: tuple | None = None) -> bool:
+        """Send a feedback datagram to ``source`` (where the stream's packets come from), without blocking."""
+        if source is None:
+            return False
+        try:
+            return self.sock.sendto(packet, getattr(socket, "MSG_DONTWAIT", 0), source) == len(packet)
+        except OSError as e:
+            log.debug("feedback to %s failed: %s", source, e)
+            return False
 
     def acknowledge_end(self) -> None:
         """No reply channel over UDP."""
