@@ -8,6 +8,7 @@ Start the receiver first and wait for "Listening on HOST:PORT" (the seed's comma
     python receiver_decode.py --model-path CKPT --transport udp --deadline-ms 30 --temporal conv_lstm_ae.pth
     python receiver_decode.py --model-path checkpoints/LRAE_VC.pth --temporal checkpoints/conv_lstm_ae.pth \\
         --compare-zero-fill --reference sample --once --port 0 --out-dir runs/rx   # what demo.py runs
+    python receiver_decode.py --model-path LRAE_VC_P.pth --transport udp --reference sample   # an I/P stream
 
 The models come from the checkpoints' own metadata (models.stack.load_stack, as evaluate.py loads
 them). Each frame goes through playback.conceal.Player, the path evaluate.py plays too: with a
@@ -27,6 +28,17 @@ latency); the extra decode runs in the writer thread, off the live path, timed a
 metrics.jsonl adds ``concealment_zero_fill`` and, with ``--reference``, ``psnr_zero_fill``/
 ``ssim_zero_fill``; with ``--reference`` the receiver also writes side_by_side.mp4 (original |
 zero-fill | the policy's fill, labelled).
+
+I/P streams (an inter codec, kind "inter", models/pframe.py; sender_encode.py): every frame goes through
+playback.inter.InterPlayer in order - an I-frame through the intra codec, a P-frame against the last shown
+frame; a frame of which nothing arrived (or whose type is unknown) repeats the last shown frame, on both
+sides. After each frame is shown the receiver sends a feedback packet (codec/wire.py) with the channel
+masks of its last ``--feedback-frames`` frames: over TCP on the connection's reverse direction, over UDP
+to the address the stream's packets come from; the sender's mirror of the receiver follows it.
+``--no-feedback`` sends none. metrics.jsonl adds ``frame_type`` (I, P, or null when nothing arrived); the
+summary adds ``feedback_sent`` and ``last_frame_sha256`` (the last shown frame as 8-bit RGB; the sender's
+``mirror_sha256`` equals it when both ended in step). ``--policy``, ``--temporal`` and
+``--compare-zero-fill`` do not apply.
 
 Writes to ``--out-dir``: frame_NNNNN.png (and decoded.mp4 with ``--mp4``), metrics.jsonl (one line
 per frame: frame, status, quality, bytes, packets, channels_received, latency_ms, stage times, psnr/ssim with
@@ -52,20 +64,23 @@ from pathlib import Path
 
 import torch
 
-from codec.wire import PacketError, parse, read_key
+from codec.wire import MAX_FEEDBACK_FRAMES, PacketError, parse, read_key
 from data import read_frames
 from models import has_head
 from models.stack import load_stack
+from network.feedback import FeedbackReports
 from network.reassembly import Reassembler
 from network.replay import ReplayCache
 from network.transport import TRANSPORTS, open_receiver
 from playback.conceal import DEFAULT_POLICY, Player, parse_policy
+from playback.inter import InterPlayer
 from playback.output import (
     DropLog,
     FrameWriter,
     RecordLog,
     ReferenceFrames,
     choose_out_dir,
+    digest,
     side_by_side,
     summarize,
     to_hwc,
@@ -126,6 +141,10 @@ def parse_args(argv):
     p.add_argument("--mp4", action=argparse.BooleanOptionalAction, default=False, help="write decoded.mp4")
     p.add_argument("--mp4-fps", type=positive(), default=30.0, help="frame rate of the mp4")
     p.add_argument("--reference", default=None, help="original frames (video, folder, 'sample') for PSNR/SSIM")
+    p.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
+                   help="inter codec: send the sender feedback after each frame (which channels were decoded)")
+    p.add_argument("--feedback-frames", type=int_in(1, MAX_FEEDBACK_FRAMES), default=8,
+                   help="inter codec: frames reported in each feedback packet (the newest ones)")
     p.add_argument("--once", action="store_true", help="exit after one stream")
     p.add_argument("--key-file", default=None, help="shared HMAC-SHA256 key; unauthenticated packets are dropped")
     p.add_argument("--threads", type=int_in(1, 256), default=1, help="torch CPU threads")
@@ -136,8 +155,11 @@ def load_models(args):
     """(frame model, wire codec, temporal model or None, classifier or None): models.stack.load_stack."""
     st = load_stack(args.model_path, args.temporal, args.classifier)
     if st.model.kind == "inter":
-        raise ValueError(f"{args.model_path} holds an inter codec ({st.model.model_name}); receiver_decode.py "
-                         "plays frame codecs only so far (evaluate.py runs the inter codec's I/P stream offline)")
+        if args.policy is not None or args.compare_zero_fill:
+            raise ValueError(f"{args.model_path} holds an inter codec ({st.model.model_name}): its frames play "
+                             "through its I/P path (playback/inter.py); --policy and --compare-zero-fill do not apply")
+        args.policy = InterPlayer.policy
+        return st.model, st.codec, st.temporal, st.classifier
     args.policy = args.policy or ("convlstm" if st.temporal is not None else DEFAULT_POLICY)
     Player(st.model, args.policy, st.temporal)  # a bad policy, or convlstm without a temporal model: one line
     if args.compare_zero_fill and parse_policy(args.policy)[0] == "zero":
@@ -153,6 +175,7 @@ class FrameSink:
         self.args, self.model, self.codec = args, model, codec
         self.temporal, self.classifier = temporal, classifier
         self.compare = args.compare_zero_fill
+        self.inter = model.kind == "inter"  # an I/P stream: InterPlayer (module docstring)
         self.out = Path(args.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.metrics = open(self.out / "metrics.jsonl", "x", buffering=1)  # choose_out_dir cleared the way
@@ -160,9 +183,12 @@ class FrameSink:
         self.records = RecordLog()
         self.streams = self.stream_frames = 0
         self.stream_id = None
-        self.player = Player(model, args.policy, temporal)  # the main variant, on the live path
-        self.panels = ("original", "zero-fill", PANEL_NAMES.get(parse_policy(args.policy)[0], args.policy))
-        self.zero = Player(model, DEFAULT_POLICY)  # writer thread only: --compare-zero-fill
+        if self.inter:
+            self.player, self.zero = InterPlayer(model), None
+        else:
+            self.player = Player(model, args.policy, temporal)  # the main variant, on the live path
+            self.panels = ("original", "zero-fill", PANEL_NAMES.get(parse_policy(args.policy)[0], args.policy))
+            self.zero = Player(model, DEFAULT_POLICY)  # writer thread only: --compare-zero-fill
         self.zero_stream = None
 
     def begin_stream(self, stream_id: int) -> None:
@@ -176,7 +202,8 @@ class FrameSink:
         self.stream_frames = 0
 
     @torch.no_grad()
-    def handle(self, frame) -> None:
+    def handle(self, frame) -> torch.Tensor:
+        """Show, record and write one frame; returns the mask (1,C) it was decoded with (the feedback)."""
         if frame.stream_id != self.stream_id:
             self.begin_stream(frame.stream_id)
         c = frame.geometry[0]
@@ -190,14 +217,17 @@ class FrameSink:
         status = "ok" if received == c else ("partial" if frame.assembly is not None else "lost")
         late = (self.args.max_lag_ms > 0 and frame.capture is not None
                 and (time.time() - frame.capture) * 1e3 > self.args.max_lag_ms)
-        shown = self.player.show(z, mask, late, quality)
+        inter = frame.assembly.inter if frame.assembly is not None else None
+        shown = (self.player.show(z, mask, inter, quality, late) if self.inter
+                 else self.player.show(z, mask, late, quality))
         x_hat, fill_s, concealment = shown.x_hat, shown.fill_s, shown.concealment
         decode_s = time.perf_counter() - t0 - fill_s
         done = time.time()
         rec = {"stream": f"{frame.stream_id:08x}", "frame": frame.index, "status": status,
                "bytes": frame.bytes, "packets": len(frame.received), "packets_expected": frame.packet_count or None,
                "received_packets": sorted(frame.received), "channels_received": received, "channels": c,
-               "concealment": concealment, "close_reason": frame.reason, "quality": self.player.quality,
+               "concealment": concealment, "close_reason": frame.reason,
+               "quality": quality if self.inter else self.player.quality,
                "latency_ms": None, "arrival_ms": None, "wait_ms": None,
                "entropy_ms": round(frame.entropy_s * 1e3, 3), "fill_ms": round(fill_s * 1e3, 3),
                "decode_ms": round(decode_s * 1e3, 3)}
@@ -207,6 +237,8 @@ class FrameSink:
             rec["arrival_ms"] = round((frame.last_arrival - capture) * 1e3, 3)
             rec["wait_ms"] = round((frame.closed_at - capture) * 1e3, 3)
             rec["capture_s"] = frame.capture_us / 1e6
+        if self.inter:
+            rec["frame_type"] = None if inter is None else ("P" if inter else "I")
         logits = None
         if self.classifier is not None:
             logits = self.classifier(x_hat)["logits"]
@@ -225,6 +257,7 @@ class FrameSink:
             self.writer.png(self.dir / f"frame_{frame.index:05d}.png", x_hat)
         if self.args.mp4:
             self.writer.video_frame(self.dir / "decoded.mp4", x_hat)
+        return mask
 
     def _record(self, rec: dict, x_hat: torch.Tensor, compare: tuple | None, reference: ReferenceFrames,
                 sbs: Path | None) -> None:
@@ -256,9 +289,13 @@ class FrameSink:
         summary = summarize(self.records)
         if self.records.total > len(self.records):
             summary.update(frames=self.records.total, summary_over_last_frames=len(self.records))
-        summary.update(streams=self.streams, dropped_packets=dict(drops), **extra,
-                       policy=self.player.policy,
-                       concealment_of_lost_frames="repeat_last" if self.player.repeat_last else self.player.fill.label)
+        summary.update(streams=self.streams, dropped_packets=dict(drops), **extra, policy=self.player.policy)
+        if self.inter:
+            summary.update(concealment_of_lost_frames="repeat_last",
+                           last_frame_sha256=digest(self.player.last) if self.player.last is not None else None)
+        else:
+            summary.update(concealment_of_lost_frames="repeat_last" if self.player.repeat_last
+                           else self.player.fill.label)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
@@ -275,9 +312,16 @@ def one_line(summary: dict) -> str:
 
 @torch.no_grad()
 def warm_up(model, size: int = 224) -> None:
-    """One decode before the first frame, so its latency is not the allocator's and kernels' warm-up."""
+    """One decode before the first frame, so its latency is not the allocator's and kernels' warm-up (an
+    inter codec: an I- and a P-frame, through a throwaway InterPlayer)."""
     try:
-        model.decode(torch.zeros(1, *model.latent_shape(size, size)))
+        z = torch.zeros(1, *model.latent_shape(size, size))
+        if model.kind == "inter":
+            player, mask = InterPlayer(model), torch.ones(1, z.shape[1])
+            player.show(z, mask, False, 0)
+            player.show(z, mask, True, 0)
+            return
+        model.decode(z)
     except ValueError:  # a model that cannot take 224x224 frames: the first frame warms it up
         pass
 
@@ -294,6 +338,8 @@ def serve(args, model, codec, temporal, classifier) -> dict:
     rx = open_receiver(args.transport, args.host, args.port, **tcp)
     sink = FrameSink(args, model, codec, temporal, classifier)
     drops = DropLog(log)
+    reports = FeedbackReports(args.feedback_frames, key) if sink.inter and args.feedback else None
+    reply_to = None  # UDP: where the stream's valid packets come from (feedback goes there)
     host, port = rx.address[:2]
     last_datagram = None  # --once: give up on a sender whose packets are all refused
     last_valid = time.time()  # TCP: close a connection that sends nothing valid for --idle-timeout
@@ -306,7 +352,10 @@ def serve(args, model, codec, temporal, classifier) -> dict:
             frames, burst, ended = [], 0, False
             while ev.kind == "packet":  # take everything already queued before checking deadlines
                 now = last_datagram = time.time()
+                dropped = drops.counts.total()
                 got, end = handle_packet(ev.data, key, reasm, drops, now)
+                if drops.counts.total() == dropped:
+                    reply_to = ev.source
                 frames, ended = frames + got, ended or end
                 if reasm.stream is not None:
                     last_valid = now
@@ -329,7 +378,7 @@ def serve(args, model, codec, temporal, classifier) -> dict:
                 frames += reasm.end_stream(now)
             frames += reasm.tick(time.time())
             for frame in frames:
-                hand_out(sink, frame, drops)
+                send_feedback(rx, reports, frame, hand_out(sink, frame, drops), reply_to)
             if ended:  # told only once its frames are handed out
                 rx.acknowledge_end()
             if (active or reasm.started > started) and reasm.stream is None:
@@ -351,11 +400,18 @@ def serve(args, model, codec, temporal, classifier) -> dict:
         log.info("interrupted: closing")
     finally:
         for frame in reasm.end_stream():
-            hand_out(sink, frame, drops)
+            send_feedback(rx, reports, frame, hand_out(sink, frame, drops), reply_to)
         reasm.replay.save()
         rx.close()
-        summary = sink.close(drops.counts, frames_skipped=reasm.skipped)
+        extra = {"feedback_sent": reports.sent if reports is not None else 0} if sink.inter else {}
+        summary = sink.close(drops.counts, frames_skipped=reasm.skipped, **extra)
     return summary
+
+
+def send_feedback(rx, reports: FeedbackReports | None, frame, mask, reply_to) -> None:
+    """After frame ``frame`` was shown with ``mask`` (None: it failed): the feedback of the last frames."""
+    if reports is not None and mask is not None:
+        rx.send_feedback(reports.add(frame.stream_id, frame.index, mask), reply_to)
 
 
 def handle_packet(data: bytes, key: bytes | None, reasm: Reassembler, drops: DropLog, now: float):
@@ -373,15 +429,17 @@ def handle_packet(data: bytes, key: bytes | None, reasm: Reassembler, drops: Dro
     return [], False
 
 
-def hand_out(sink: FrameSink, frame, drops: DropLog) -> None:
-    """Decode and record one closed frame; an unexpected error costs that frame, not the receiver."""
+def hand_out(sink: FrameSink, frame, drops: DropLog) -> torch.Tensor | None:
+    """Decode and record one closed frame: the mask it was decoded with, or None if an unexpected error
+    cost that frame (not the receiver)."""
     try:
-        sink.handle(frame)
+        return sink.handle(frame)
     except Exception as e:  # noqa: BLE001
         if "frame_error" not in drops.counts:
             log.exception("frame %d could not be handled", frame.index)
         drops.counts["frame_error"] += 1
         log.debug("frame %d: %s", frame.index, e)
+    return None
 
 
 def stop_on_signals() -> None:

@@ -9,6 +9,7 @@ Start the receiver first (receiver_decode.py); the seed's command works as is::
     python sender_encode.py --model-path CKPT --transport udp --fps 30 --deadline-ms 30 --key-file key.txt
     python sender_encode.py --model-path LRAE_RD.pth --kbps 300 --fps 30   # a model with quality levels
     python sender_encode.py --model-path LRAE_RD.pth --quality 2           # one fixed level
+    python sender_encode.py --model-path LRAE_VC_P.pth --kbps 300 --gop 60 # an I/P stream (inter codec)
 
 Input: ``--input`` (video file, frame folder or "sample", the embedded clip; the default) or the
 seed's ``--input_dir``; frames are resized and center-cropped to ``--size``. The model class comes
@@ -30,6 +31,20 @@ frame by frame to hold N kbit/s of coded packets (headers included, before any e
 bucket whose fullness (bytes sent beyond the budget so far) is paid back over the next few frames, a PI
 controller on the coded size with the levels as actuator (codec/rate.py). The first frame is coded at
 every level once to learn the sizes of the levels.
+
+I/P streams (an inter codec, kind "inter", models/pframe.py): each frame is an I-frame (the intra codec)
+or a P-frame coded against the sender's mirror of the frame the receiver showed last
+(playback.inter.InterEncoder). The receiver reports the channels it decoded for each frame (feedback
+packets, codec/wire.py); the sender reads them without blocking before each frame and hands them to the
+mirror, so its reference is the receiver's again within one round trip. Bad or foreign feedback is
+counted and ignored. ``--gop N``: an I-frame every N frames (0: only the first, and whenever the feedback
+has been missing for too long to mirror the receiver); ``--no-feedback``: ignore feedback (the mirror
+assumes every packet arrives; only I-frames bound the drift). With rate control the first frame's levels
+are measured as I-frames. The summary adds ``p_frames``, ``feedback_received``, ``feedback_dropped`` (by
+reason), ``feedback_latest_frame`` and ``mirror_sha256`` (the sender's final reference as 8-bit RGB; the
+receiver's ``last_frame_sha256`` equals it when both ended in step). After the end packet the sender
+applies the feedback that arrives before the receiver's ``E`` (TCP) or, over UDP, waits up to
+``--feedback-wait`` s for the report on the last frame (only if feedback came during the stream).
 """
 
 from __future__ import annotations
@@ -49,9 +64,11 @@ from codec.rate import RateController
 from codec.wire import MAX_BITS, MAX_PACKETS_PER_FRAME, MAX_PAYLOAD, MIN_BITS, end_packet, read_key
 from data import DataError, read_frames
 from models import load_codec_model
+from network.feedback import FeedbackReader
 from network.loss import LossEmulator
 from network.transport import TRANSPORTS, open_sender
-from playback.output import percentile
+from playback.inter import InterEncoder
+from playback.output import DropLog, digest, percentile
 from utils.argtypes import int_in, non_negative, positive
 from utils.checkpoint import CheckpointError
 
@@ -87,6 +104,12 @@ def parse_args(argv):
                       help="quality level of every frame (a model with levels; default: its top level)")
     rate.add_argument("--kbps", type=positive(), default=None,
                       help="target bitrate: pick the quality level per frame to hold it (needs --fps > 0)")
+    p.add_argument("--gop", type=int_in(0), default=0,
+                   help="inter codec: an I-frame every N frames (0: only the first and when the mirror must resync)")
+    p.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
+                   help="inter codec: apply the receiver's feedback to the mirror (--no-feedback: ignore it)")
+    p.add_argument("--feedback-wait", type=non_negative(), default=2.0,
+                   help="inter codec over UDP: after the end, wait this long (s) for the last frame's feedback")
     p.add_argument("--max-frames", type=int_in(1), default=None, help="stop after this many frames")
     p.add_argument("--loop", action="store_true", help="restart the input when it ends (use with --max-frames)")
     p.add_argument("--key-file", default=None, help="shared HMAC-SHA256 key file")
@@ -110,9 +133,11 @@ def looped(spec: str, size: int):
 def stream(args) -> dict:
     model, codec, _ = load_codec_model(args.model_path, bits=args.bits, max_payload=args.max_payload,
                                        channels_per_packet=args.channels_per_packet)
-    if model.kind == "inter":
-        raise ValueError(f"{args.model_path} holds an inter codec ({model.model_name}); sender_encode.py streams "
-                         "frame codecs only so far (evaluate.py runs the inter codec's I/P stream offline)")
+    inter = model.kind == "inter"
+    if args.gop and not inter:
+        raise ValueError(f"--gop needs an inter codec (kind 'inter', e.g. LRAE_VC_P); {model.model_name} codes "
+                         "every frame on its own")
+    intra = model.intra if inter else model  # what codes I-frames (and the rate controller's first look)
     model.check_size(args.size, args.size)
     control = None
     if args.kbps is not None:
@@ -129,22 +154,38 @@ def stream(args) -> dict:
     geometry = tuple(model.latent_shape(args.size, args.size))
     interval = 1.0 / args.fps if args.fps > 0 else 0.0
     deadline = args.deadline_ms / 1000.0
-    with torch.no_grad():  # warm-up (allocator, kernels, entropy tables) before the clock starts
-        packetize_latent(encode_latent(model, torch.zeros(1, 3, args.size, args.size), codec, fixed)[0], 0, codec,
-                         quality=fixed)
+    blank = torch.zeros(1, 3, args.size, args.size)
+    if inter:  # warm-up (allocator, kernels, entropy tables) before the clock starts: an I- and a P-frame
+        warm = InterEncoder(model, codec, geometry, feedback=False)
+        for t in range(2):
+            warm.encode(blank, t, fixed)
+    else:
+        with torch.no_grad():
+            packetize_latent(encode_latent(model, blank, codec, fixed)[0], 0, codec, quality=fixed)
+    encoder = InterEncoder(model, codec, geometry, args.gop, args.feedback) if inter else None
+    reader = FeedbackReader(stream_id, geometry[0], key, DropLog(log).note) if inter else None
     frames = iter(frames)  # the first frame (and the rate ladder) is ready before the receiver's slot is taken
     first = next(frames, None)
     if first is not None:
         frames = itertools.chain([first], frames)
         if control is not None:  # what each level costs on frame 0
             x0 = first[None].float() / 255.0
-            control.start([coded_size(model, x0, codec, q) for q in range(codec.levels)])
+            control.start([coded_size(intra, x0, codec, q) for q in range(codec.levels)])
     stats_file = open(args.stats, "w", buffering=1) if args.stats else None
     sender = open_sender(args.transport, args.host, args.port, args.connect_timeout)
     log.info("streaming %s to %s:%d over %s as stream %08x (%s, latent %dx%dx%d, %d bits, %s, %s)",
              args.input, args.host, args.port, args.transport, stream_id, model.model_name, *geometry,
              codec.bits, ("calibrated ranges", "per-frame ranges", "learned tables")[codec.mode],
              f"rate control to {args.kbps:g} kbit/s" if control is not None else f"quality {fixed}")
+    if inter:
+        log.info("I/P stream: %s, feedback %s", f"an I-frame every {args.gop} frames" if args.gop else
+                 "I-frames only first and to resync", "on" if args.feedback else "ignored (--no-feedback)")
+
+    def take_feedback(wait: float = 0.0) -> None:
+        for index, mask in reader.take(sender.feedback(wait)):
+            if args.feedback:
+                encoder.ack(index, mask)
+
     rows, count, t0 = [], 0, None
     try:
         for i, frame in enumerate(frames):
@@ -157,14 +198,21 @@ def stream(args) -> dict:
             if lag < 0:
                 time.sleep(-lag)
             capture = time.time()
+            if encoder is not None:
+                take_feedback()
             t1 = time.perf_counter()
             quality = control.choose() if control is not None else fixed
-            with torch.no_grad():
-                z = encode_latent(model, x, codec, quality)[0]
-            t2 = time.perf_counter()
-            packets = packetize_latent(z, i, codec, quality=quality, stream_id=stream_id,
-                                       capture_us=int(capture * 1e6), key=key)
-            t3 = time.perf_counter()
+            if encoder is not None:  # coding and packetizing in one (entropy_ms: None)
+                packets, p_frame = encoder.encode(x, i, quality, stream_id=stream_id, capture_us=int(capture * 1e6),
+                                                  key=key)
+                t2 = t3 = time.perf_counter()
+            else:
+                with torch.no_grad():
+                    z = encode_latent(model, x, codec, quality)[0]
+                t2 = time.perf_counter()
+                packets = packetize_latent(z, i, codec, quality=quality, stream_id=stream_id,
+                                           capture_us=int(capture * 1e6), key=key)
+                t3 = time.perf_counter()
             if control is not None:
                 control.update(quality, sum(map(len, packets)))
             keep = emulator.pattern(i, len(packets))
@@ -182,7 +230,9 @@ def stream(args) -> dict:
             row = {"frame": i, "quality": quality, "packets": len(packets), "sent": sent, "bytes_sent": sent_bytes,
                    "bytes_encoded": sum(map(len, packets)), "deadline_dropped": late,
                    "lag_ms": round(max(lag, 0.0) * 1e3, 3), "encode_ms": round((t2 - t1) * 1e3, 3),
-                   "entropy_ms": round((t3 - t2) * 1e3, 3), "send_ms": round((t4 - t3) * 1e3, 3)}
+                   "entropy_ms": None if inter else round((t3 - t2) * 1e3, 3), "send_ms": round((t4 - t3) * 1e3, 3)}
+            if inter:
+                row.update(p_frame=p_frame, feedback_latest_frame=reader.latest)
             rows.append(row)
             if stats_file:
                 stats_file.write(json.dumps(row) + "\n")
@@ -195,11 +245,22 @@ def stream(args) -> dict:
         if end_confirmed is False:
             log.warning("the receiver did not confirm the end of the stream within 30 s: it lost it, dropped "
                         "the connection or is far behind; its results may be incomplete")
+        if encoder is not None:  # TCP: the feedback that came before the E; UDP: wait for the last frame's
+            take_feedback()
+            end_wait = time.monotonic() + args.feedback_wait
+            while (args.transport == "udp" and reader.received and reader.latest < count - 1
+                   and time.monotonic() < end_wait):
+                take_feedback(end_wait - time.monotonic())
     finally:
         sender.close()
         if stats_file:
             stats_file.close()
-    return {**summarize(rows, stream_id, args.fps, args.kbps), "end_confirmed": end_confirmed}
+    out = {**summarize(rows, stream_id, args.fps, args.kbps), "end_confirmed": end_confirmed}
+    if encoder is not None:
+        out.update(p_frames=sum(r["p_frame"] for r in rows), feedback_received=reader.received,
+                   feedback_dropped=dict(reader.dropped), feedback_latest_frame=reader.latest,
+                   mirror_sha256=digest(encoder.mirror.reference()))
+    return out
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@ panels, dropped-packet counts, the run summary and the choice of the run's folde
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
@@ -32,6 +33,11 @@ X264_OPTIONS = {"preset": "veryfast", "crf": "18"}
 def to_hwc(x: torch.Tensor) -> np.ndarray:
     """(1,3,H,W) or (3,H,W) float in [0,1] -> uint8 (H,W,3), exactly as PNGs and metrics see it."""
     return to_uint8(x)[0].permute(1, 2, 0).contiguous().numpy()
+
+
+def digest(x: torch.Tensor) -> str:
+    """A frame's identity as shown: SHA-256 of its 8-bit (H,W,3) RGB bytes (as a PNG holds them), 16 hex digits."""
+    return hashlib.sha256(to_hwc(x).tobytes()).hexdigest()[:16]
 
 
 class FrameWriter:
