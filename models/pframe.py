@@ -16,6 +16,10 @@ work from a degraded reference the encoder never saw.
   copying the previous frame at ~0.005 bpp before its transforms learned anything: checkpoints/MANIFEST.md.)
 - **Context** (reference only, the decoder's side): two stride-2 convolutions give ``width`` channels at 1/4
   resolution, a third those at 1/8.
+- **Merge**: the output is ``m * ref + (1 - m) * decode`` with a per-pixel ``m`` predicted from the decoder's
+  1/4-resolution features, times a learned gate that starts at 0 - so a region the reference already shows
+  (a static background) can be copied instead of coded. Without it, a P codec started from the intra
+  codec had to learn to reproduce the reference through its convolutions and stayed below the intra codec.
 - **Latent**: M x H/8 x W/8 with LRAE_RD's quality levels (models/rd.py ``QualityLevels``: a gain and
   inverse-gain vector and a factorized prior per level, started from the intra codec's), so each channel
   is its own packet, coded with the learned tables of its level, and decodes from its own bytes.
@@ -69,6 +73,9 @@ class LRAE_VC_P(QualityLevels, nn.Module):  # noqa: N801 - the project's naming
         self.context4 = nn.Sequential(conv(3, 32, stride=2), act, conv(32, width, stride=2), act)
         self.context8 = nn.Sequential(conv(width, width, stride=2), act)
         self.project4 = nn.Conv2d(width, up_width, kernel_size=1)
+        # merge: x_hat = m * ref + (1 - m) * decode, m = gate * sigmoid(logits) per pixel (from the 1/4 features)
+        self.merge = nn.Sequential(conv(up_width, 16), nn.PixelShuffle(4))
+        self.merge_gate = nn.Parameter(torch.zeros(()))
         if lambdas is None:  # a quality index means the same for I- and P-frames
             lambdas = cfg.get("lambdas") or default_lambdas(self.intra.levels)
         self.init_levels(m, self.intra.levels, lambdas)
@@ -90,12 +97,16 @@ class LRAE_VC_P(QualityLevels, nn.Module):  # noqa: N801 - the project's naming
                 mine[:, :p.shape[1]] = p
         nn.init.zeros_(self.project4.weight)
         nn.init.zeros_(self.project4.bias)
+        self.merge_gate.zero_()
 
     def param_groups(self) -> list[dict]:
-        """The P-frame codec's parameters (the intra codec inside trains on its own, autoencoder_train.py)."""
+        """The P-frame codec's parameters (the intra codec inside trains on its own, autoencoder_train.py); the
+        merge gate learns at the entropy parameters' rate (it starts at 0 and must open quickly)."""
         groups = super().param_groups()
-        intra = {id(p) for p in self.intra.parameters()}
-        return [{**g, "params": [p for p in g["params"] if id(p) not in intra]} for g in groups]
+        intra = {id(p) for p in self.intra.parameters()} | {id(self.merge_gate)}
+        groups = [{**g, "params": [p for p in g["params"] if id(p) not in intra]} for g in groups]
+        groups[-1]["params"].append(self.merge_gate)
+        return groups
 
     check_size = FrameCodec.check_size  # the frame codecs' rules: sides multiples of the stride
     latent_shape = FrameCodec.latent_shape
@@ -114,7 +125,10 @@ class LRAE_VC_P(QualityLevels, nn.Module):  # noqa: N801 - the project's naming
         planes = mask.to(latent.dtype)[:, :, None, None].expand_as(latent)
         c4 = self.context4(ref.to(latent.dtype))
         feats = self.decoder[:self.split](torch.cat([latent * planes, planes, self.context8(c4)], dim=1))
-        return self.decoder[self.split:](feats + self.project4(c4))
+        feats = feats + self.project4(c4)
+        decoded = self.decoder[self.split:](feats)
+        m = self.merge_gate.clamp(0.0, 1.0) * torch.sigmoid(self.merge(feats))
+        return (m * ref + (1 - m) * decoded).to(decoded.dtype)
 
     def decode(self, z: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None,
                quality=None) -> torch.Tensor:

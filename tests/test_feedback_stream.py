@@ -36,6 +36,7 @@ def inter_assets(tmp_path_factory):
     with torch.no_grad():  # let it read the reference, so a lost channel changes what follows
         for w in (model.encoder[0].weight[:, 3:], model.decoder[0].weight[:, 16:], model.project4.weight):
             w.normal_(std=0.05)
+        model.merge_gate.fill_(0.3)
     model.eval()
     ckpt = save_checkpoint(d / "p.pth", make_checkpoint(model, extra={"codec": learned_codec(model.intra),
                                                                       "p_codec": learned_codec(model)}))

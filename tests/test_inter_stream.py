@@ -23,6 +23,7 @@ def stream():
     with torch.no_grad():
         for w in (model.encoder[0].weight[:, 3:], model.decoder[0].weight[:, 16:], model.project4.weight):
             w.normal_(std=0.05)
+        model.merge_gate.fill_(0.3)
     model.eval()
     codec = codec_from_checkpoint(model, {"extra": {"codec": learned_codec(model.intra),
                                                     "p_codec": learned_codec(model)}})
