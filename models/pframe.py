@@ -127,8 +127,10 @@ class LRAE_VC_P(QualityLevels, nn.Module):  # noqa: N801 - the project's naming
         feats = self.decoder[:self.split](torch.cat([latent * planes, planes, self.context8(c4)], dim=1))
         feats = feats + self.project4(c4)
         decoded = self.decoder[self.split:](feats)
-        m = self.merge_gate.clamp(0.0, 1.0) * torch.sigmoid(self.merge(feats))
-        return (m * ref + (1 - m) * decoded).to(decoded.dtype)
+        # the gate is not clamped: at 0 a clamp passes no gradient once a step pushes it below, and it never
+        # opened (runs/p2); the output is clamped instead
+        m = self.merge_gate * torch.sigmoid(self.merge(feats))
+        return (m * ref + (1 - m) * decoded).clamp(0.0, 1.0).to(decoded.dtype)
 
     def decode(self, z: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None,
                quality=None) -> torch.Tensor:

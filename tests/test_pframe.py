@@ -72,6 +72,21 @@ def test_it_starts_as_its_intra_codec():
         assert torch.allclose(a["likelihoods"], b["likelihoods"], atol=1e-6)
 
 
+def test_the_merge_gate_learns_from_zero_in_either_direction():
+    """The gate starts at 0 (the intra codec) and must get a gradient there whatever its sign (a clamped gate
+    that one step pushed below 0 never opened again)."""
+    torch.manual_seed(0)
+    m = build_model("LRAE_VC_P", **TINY).train()
+    x, ref = frames(4)
+    for sign in (1.0, -1.0):
+        m.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            m.merge_gate.fill_(sign * 1e-3)
+        out = m(x, ref, quality=torch.tensor([0, 1]))
+        (out["x_hat"] - x).square().mean().backward()
+        assert float(m.merge_gate.grad.abs()) > 0
+
+
 def test_a_lost_channel_costs_only_that_channel(model):
     """Each channel's symbols come from the encoder alone (one packet each); the decoder's answer with a
     channel lost equals its answer when that channel's symbols are zeroed and flagged lost."""
