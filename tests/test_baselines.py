@@ -194,10 +194,10 @@ def test_registry_derives_groups_styles_and_sweeps():
     assert methods.groups() == {"jpeg": ("jpeg", "jpeg-best"), "webp": ("webp",), "h264": ("h264",),
                                 "h264-intra": ("h264-intra",), "h264-fec": ("h264-fec20", "h264-fec50")}
     assert {m.name: m.fec for m in methods.of_kind("baseline") if m.fec} == {"h264-fec20": 0.2, "h264-fec50": 0.5}
-    assert [m.name for m in methods.of_kind("ours")] == ["ours", "ours+convlstm", "ours+copy"]
+    assert [m.name for m in methods.of_kind("ours")] == ["ours", "ours+convlstm", "ours+copy", "ours-p"]
     styles = [m.style for m in methods.METHODS.values()]
     assert len(set(styles)) == len(styles) and methods.style("not-a-method") == methods.FALLBACK_STYLE
-    assert methods.strip_methods() == ["ours", "ours+convlstm", "jpeg", "h264"]
+    assert methods.strip_methods() == ["ours", "ours+convlstm", "ours-p", "jpeg", "h264"]
     for m in methods.of_kind("baseline"):
         assert m.build is not None and bool(m.sweep) == (m.sweep_key is not None)
     with pytest.raises(ValueError, match="registered twice"):

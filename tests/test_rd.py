@@ -206,3 +206,25 @@ def test_rd_levels_probe_on_a_held_out_split(tmp_path):
     held_out = rd_levels.main(["--model-path", str(path), "--data", "sample", "--split", "held-out", "--frames", "2",
                                "--size", "32"])
     assert held_out["held_out"] == ["sample/bigbuckbunny", "sample/carphone"]
+
+
+def test_average_mixes_a_model_and_its_fine_tune(tmp_path):
+    """models.average: (1 - w) * base + w * tuned, tables recomputed for the new weights; another model refused."""
+    from models import load_codec_model
+    from models.average import main as average
+    from models.rd_tables import learned_codec
+    from utils.checkpoint import make_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    a, b = (build_model("LRAE_RD", latent_channels=4, width=8, levels=2) for _ in range(2))
+    pa = save_checkpoint(tmp_path / "a.pth", make_checkpoint(a, extra={"codec": learned_codec(a)}))
+    pb = save_checkpoint(tmp_path / "b.pth", make_checkpoint(b, extra={"codec": learned_codec(b)}))
+    out = average([str(pa), str(pb), "--weight", "0.75", "--out", str(tmp_path / "m.pth")])
+    w = "encoder.0.weight"
+    assert torch.allclose(out["state_dict"][w], 0.25 * a.state_dict()[w] + 0.75 * b.state_dict()[w], atol=1e-6)
+    model, codec, _ = load_codec_model(str(tmp_path / "m.pth"))
+    assert codec.levels == 2 and torch.equal(model.state_dict()[w], out["state_dict"][w])
+    other = save_checkpoint(tmp_path / "c.pth", make_checkpoint(build_model("LRAE_RD", latent_channels=4, width=16,
+                                                                             levels=2)))
+    with pytest.raises(SystemExit, match="must be the same model"):
+        average([str(pa), str(other), "--weight", "0.5", "--out", str(tmp_path / "x.pth")])
