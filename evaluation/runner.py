@@ -233,6 +233,13 @@ class Shown:
     masks: torch.Tensor | None = None  # ours: (N, C) channels received
 
 
+def delivered(packets: list[bytes], draws: torch.Tensor, f: int) -> list[bytes]:
+    """Frame f's packets that arrive under a draw: packet k in slot k of row f, delivered where it is 1."""
+    if len(packets) > draws.shape[1]:
+        raise ValueError(f"frame {f} has {len(packets)} packets, the draw {draws.shape[1]} slots")
+    return [p for p, ok in zip(packets, draws[f, :len(packets)].tolist()) if ok > 0.5]
+
+
 class OurCodec:
     """Our codec on a fixed sequence: encodes once (at ``quality``, a learned-mode codec's level), then plays
     any loss draw through the receiver's path (codec.packetize.decode_frame, then playback.conceal.Player
@@ -262,9 +269,7 @@ class OurCodec:
         shown, fresh, masks, heads = [], [], [], []
         spent, decoded = 0.0, 0
         for f, packets in enumerate(self.packets):
-            if len(packets) > draws.shape[1]:
-                raise ValueError(f"frame {f} has {len(packets)} packets, the draw {draws.shape[1]} slots")
-            got = [p for p, ok in zip(packets, draws[f, :len(packets)].tolist()) if ok > 0.5]
+            got = delivered(packets, draws, f)
             t0 = time.perf_counter()
             asm = decode_frame(got, self.codec, self.geometry)
             z, mask = asm.result()
@@ -321,9 +326,7 @@ class OurInterCodec:
             t0 = time.perf_counter()
             packets, inter = encoder.encode(x[None].float() / 255.0, f, self.quality)
             enc_s += time.perf_counter() - t0
-            if len(packets) > draws.shape[1]:
-                raise ValueError(f"frame {f} has {len(packets)} packets, the draw {draws.shape[1]} slots")
-            got = [p for p, ok in zip(packets, draws[f, :len(packets)].tolist()) if ok > 0.5]
+            got = delivered(packets, draws, f)
             t0 = time.perf_counter()
             asm = decode_frame(got, self.codec, self.geometry)
             z, mask = asm.result()
