@@ -32,9 +32,9 @@ import torch
 
 from data import clip_splits, describe_split
 from models import build_model, load_model
+from models.base import as_shown
 from models.rd_tables import learned_codec
 from network.loss import TRAIN_MODES, sample_masks
-from playback.inter import as_shown
 from training.args import add_channel_loss_args, add_train_args
 from training.engine import autocast, fit, run_main, setup, spaced
 from training.objectives import rd_terms

@@ -117,17 +117,19 @@ def bench_model(model: torch.nn.Module, x: torch.Tensor, precision: str, args) -
 
 
 def bench_inter(model, x: torch.Tensor, precision: str, args) -> dict:
-    """An inter codec's P-frame at its top level: encode against a reference, and decode including the
-    reference handling (playback.inter.next_frame: the decode against the last shown frame, rounded to
-    8 bits as shown), inside bench_model's precision context."""
-    ref = x.flip(-1)
+    """An inter codec's P-frame at its top level, after an I-frame of the mirrored frame: encode against
+    the receiver's state, and decode including the state handling (playback.inter.next_frame: the codec's
+    ``play``, the frame rounded to 8 bits as shown), inside bench_model's precision context."""
     q = model.levels - 1
-    z = torch.round(model.encode(x, ref, q)).float()
-    mask = torch.ones(z.shape[:2], device=z.device)
+    with torch.no_grad():
+        z_i = torch.round(model.intra.encode(x.flip(-1), q)).float()
+        mask = torch.ones(z_i.shape[:2], device=x.device)
+        state = model.play(model.initial_state(tuple(z_i.shape[1:])), z_i, mask, False, q)
+        z = torch.round(model.encode_inter(x, state, q)).float()
     if precision == "bf16":
         z = z.contiguous(memory_format=torch.channels_last)
-    enc = timed_ms(lambda: model.encode(x, ref, q), args.iters, args.warmup, x.device)
-    dec = timed_ms(lambda: next_frame(model, z, mask, True, q, ref), args.iters, args.warmup, x.device)
+    enc = timed_ms(lambda: model.encode_inter(x, state, q), args.iters, args.warmup, x.device)
+    dec = timed_ms(lambda: next_frame(model, z, mask, True, q, state), args.iters, args.warmup, x.device)
     return {"encode_ms": summary(enc, args.batch), "decode_ms": summary(dec, args.batch)}
 
 

@@ -3,7 +3,7 @@
 Importing this package registers every model; ``MODELS`` maps registry names to classes.
 """
 
-from models import classifier, convlstm, lrae, pframe, pnc, rd  # noqa: F401  (registration side effect)
+from models import classifier, convlstm, latent_p, lrae, pframe, pnc, rd  # noqa: F401  (registration side effect)
 from models.base import FrameCodec
 from models.registry import (
     MODELS,

@@ -1,6 +1,8 @@
-"""The interface every LRAE-VC frame autoencoder offers."""
+"""The interface every LRAE-VC frame autoencoder offers, and the state an inter codec keeps between frames."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -67,3 +69,30 @@ class FrameCodec(nn.Module):
         if height % self.stride or width % self.stride:
             raise ValueError(f"{self.model_name} needs input sides that are multiples of {self.stride}, "
                              f"got {height}x{width}")
+
+
+GREY = 0.5  # the frame "shown" before an I/P stream's first frame
+
+
+def as_shown(x_hat: torch.Tensor) -> torch.Tensor:
+    """A decode as the receiver shows it: rounded to 8 bits (a sender's mirror does the same, bit for bit)."""
+    return torch.round(x_hat.float().clamp(0.0, 1.0) * 255.0) / 255.0
+
+
+@dataclass(frozen=True)
+class InterState:
+    """What a receiver of an I/P stream keeps from one frame to the next (and a sender mirrors,
+    playback/inter.py). Every inter codec (registered kind ``inter``) implements
+
+        initial_state(geometry) -> InterState           # before the first frame: mid-grey
+        play(state, z, mask, inter, quality) -> InterState   # a frame of which some channel arrived
+        encode_inter(x, state, quality) -> y            # a P-frame's symbols before rounding
+
+    ``shown``: the last frame shown (1,3,H,W), 8-bit exact (``as_shown``). ``latent``/``level``/``seen``:
+    a codec that predicts in the latent (models/latent_p.py) keeps its last latent (1,C,h,w, the symbols of
+    quality ``level``) and the channels ever received (1,C); a codec that reads the frame leaves them None."""
+
+    shown: torch.Tensor
+    latent: torch.Tensor | None = None
+    level: int = 0
+    seen: torch.Tensor | None = None

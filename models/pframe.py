@@ -41,7 +41,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import FrameCodec
+from models.base import GREY, FrameCodec, InterState, as_shown
 from models.lrae import conv, transforms
 from models.rd import QualityLevels, default_lambdas
 from models.registry import build_model, register_model
@@ -110,6 +110,22 @@ class LRAE_VC_P(QualityLevels, nn.Module):  # noqa: N801 - the project's naming
 
     check_size = FrameCodec.check_size  # the frame codecs' rules: sides multiples of the stride
     latent_shape = FrameCodec.latent_shape
+    fill_label = "zero_fill"  # what a lost channel shows (playback's concealment labels)
+
+    # ------------------------------------------------------------------ the receiver's state (models/base.py)
+    def initial_state(self, geometry: tuple[int, int, int]) -> InterState:
+        _, h, w = geometry
+        return InterState(torch.full((1, 3, h * self.stride, w * self.stride), GREY, device=self.merge_gate.device))
+
+    def encode_inter(self, x: torch.Tensor, state: InterState, quality: int) -> torch.Tensor:
+        return self.encode(x, state.shown, quality)
+
+    @torch.no_grad()
+    def play(self, state: InterState, z: torch.Tensor, mask: torch.Tensor, inter: bool, quality: int) -> InterState:
+        """The frame after one of which some channel arrived: a P-frame decoded against the last frame
+        shown, an I-frame by the intra codec (both with zero fill; the decoders see the mask)."""
+        x_hat = self.decode(z, state.shown, mask, quality) if inter else self.intra.decode(z, mask, quality)
+        return InterState(as_shown(x_hat))
 
     def encode(self, x: torch.Tensor, ref: torch.Tensor, quality=None) -> torch.Tensor:
         """Scaled latent of level ``quality`` (round it for the symbols)."""

@@ -1,32 +1,34 @@
 """I/P streams: the one path from a frame's received latent to the frame shown, and the sender's mirror of it.
 
-    player = InterPlayer(model)                  # model: an inter codec (kind "inter", models/pframe.py)
+    player = InterPlayer(model)                  # model: an inter codec (kind "inter": models/latent_p.py, pframe.py)
     asm = decode_frame(kept, codec, geometry)    # codec.packetize; asm.inter: a P-frame
     shown = player.show(*asm.result(), inter=asm.inter, quality=asm.quality)
 
-    mirror = Mirror(model)                       # the sender's copy of the receiver's state
-    ref = mirror.reference()                     # what frame t is coded against
+    mirror = Mirror(model, geometry)             # the sender's copy of the receiver's state
+    state = mirror.state()                       # what frame t is coded against
     mirror.sent(t, symbols, inter, quality)      # after coding frame t
     mirror.ack(t, mask)                          # the receiver's feedback: channels it decoded for frame t
 
-**The reference** of a P-frame is the frame the receiver showed last, as shown (rounded to 8 bits, so
-the sender and the receiver hold the same reference bit for bit; :func:`as_shown`). The first frame's
-reference is mid-grey. The rule, on both sides (:func:`next_frame`), for frame t with latent z and mask:
+**The state** the receiver keeps from frame to frame is the inter codec's (models/base.InterState): the
+frame it showed last, rounded to 8 bits (so the sender and the receiver hold it bit for bit), and, for a
+codec that predicts in the latent (LRAE_RD_P), its last latent. Before the first frame the frame is
+mid-grey. The rule, on both sides (:func:`next_frame`), for frame t with latent z and mask:
 
-- some channel arrived: an I-frame decodes with the intra codec (zero fill, the decoder sees the mask),
-  a P-frame with the P codec against the reference (the decoder sees the mask and the reference);
-- nothing arrived: the receiver cannot know the frame's type or level, so the reference is shown again.
+- some channel arrived: the codec plays it (``model.play``): an I-frame through the intra codec, a
+  P-frame against the state; lost channels are filled as the codec says (``model.fill_label``);
+- nothing arrived: the receiver cannot know the frame's type or level, so the state stays and its frame
+  is shown again.
 
 **Feedback and resync** (what WebRTC does with RTCP, and GRACE with its state resync). The receiver
 reports for each frame the mask of the channels it decoded. The sender keeps each frame it sent (its
-symbols, type and level) and mirrors the receiver: frames whose mask it knows are decoded exactly as the
-receiver decoded them; the frames after the last acknowledged one, whose fate it does not know yet,
-optimistically as if everything arrived. Frame t is coded against the mirror's last frame. So when
-nothing is lost the sender's reference is the receiver's exactly; when frame k lost channels, the
-frames coded before the feedback arrived are decoded by the receiver against a reference that differs
-from the encoder's (the P codec is trained for that), and from the feedback on the sender's reference is
-the receiver's again: the error lasts one round trip, it does not drift. Without feedback the sender
-assumes everything arrives, and only I-frames (``--gop``) bound the drift.
+symbols, type and level) and mirrors the receiver: frames whose mask it knows are played exactly as the
+receiver played them; the frames after the last acknowledged one, whose fate it does not know yet,
+optimistically as if everything arrived. Frame t is coded against the mirror's last state. So when
+nothing is lost the sender's state is the receiver's exactly; when frame k lost channels, the frames
+coded before the feedback arrived are decoded by the receiver against a state that differs from the
+encoder's, and from the feedback on the sender's state is the receiver's again: the error lasts one
+round trip, it does not drift. Without feedback the sender assumes everything arrives, and only
+I-frames (``--gop``) bound the drift.
 
 A mask the sender never learns (feedback lost for longer than ``window`` frames) leaves it unable to
 mirror: ``needs_intra()`` says so, and the sender codes an I-frame, which does not depend on the past.
@@ -47,36 +49,20 @@ import torch
 from codec.packetize import packetize_latent
 from playback.conceal import ShownFrame
 
-GREY = 0.5
 
-
-def as_shown(x_hat: torch.Tensor) -> torch.Tensor:
-    """A decode as the receiver shows it: rounded to 8 bits (the sender's mirror does the same)."""
-    return torch.round(x_hat.float().clamp(0.0, 1.0) * 255.0) / 255.0
-
-
-def first_reference(model, geometry: tuple[int, int, int]) -> torch.Tensor:
-    """The reference before any frame: mid-grey at the frame size of latent ``geometry`` (C,h,w)."""
-    _, h, w = geometry
-    return torch.full((1, 3, h * model.stride, w * model.stride), GREY)
-
-
-@torch.no_grad()
 def next_frame(model, z: torch.Tensor, mask: torch.Tensor, inter: bool | None, quality: int | None,
-               ref: torch.Tensor) -> tuple[torch.Tensor, str | None]:
-    """The shown frame (1,3,H,W), 8-bit exact, and its concealment label, for one frame of an I/P stream.
+               state) -> tuple[object, str | None]:
+    """The state after one frame of an I/P stream (its ``shown`` frame 8-bit exact) and the frame's
+    concealment label.
 
     z (1,C,h,w): the symbols as received (lost channels zero), mask (1,C), 1 = received; ``inter``/``quality``:
-    the frame's type and level from its packets (None if nothing arrived); ``ref``: the last shown frame.
+    the frame's type and level from its packets (None if nothing arrived); ``state``: after the last frame.
     """
     received = int(mask.sum())
     if received == 0:
-        return ref, "repeat_last"
-    if inter:
-        x_hat = model.decode(z, ref, mask, quality)
-    else:
-        x_hat = model.intra.decode(z, mask, quality)
-    return as_shown(x_hat), None if received == mask.shape[1] else "zero_fill"
+        return state, "repeat_last"
+    state = model.play(state, z, mask, bool(inter), quality)
+    return state, None if received == mask.shape[1] else model.fill_label
 
 
 class InterPlayer:
@@ -91,19 +77,24 @@ class InterPlayer:
         self.reset()
 
     def reset(self) -> None:
-        self.last: torch.Tensor | None = None
+        self.state = None
 
     def show(self, z: torch.Tensor, mask: torch.Tensor, inter: bool | None, quality: int | None,
              late: bool = False) -> ShownFrame:
         """The frame shown for this frame. ``late``: shown after its deadline; it is still decoded, because
         the next P-frame is coded against it, but labelled ``skipped_late`` (the sender's mirror, told
         the mask the receiver decoded, stays in step)."""
-        if self.last is None:
-            self.last = first_reference(self.model, tuple(z.shape[1:]))
+        if self.state is None:
+            self.state = self.model.initial_state(tuple(z.shape[1:]))
         if quality is not None and not 0 <= quality < self.model.levels:
             raise ValueError(f"quality {quality} outside the model's levels 0..{self.model.levels - 1}")
-        self.last, label = next_frame(self.model, z, mask, inter, quality, self.last)
-        return ShownFrame(self.last, z, mask, "skipped_late" if late else label, 0.0, label != "repeat_last")
+        self.state, label = next_frame(self.model, z, mask, inter, quality, self.state)
+        return ShownFrame(self.state.shown, z, mask, "skipped_late" if late else label, 0.0, label != "repeat_last")
+
+    @property
+    def last(self) -> torch.Tensor | None:
+        """The last frame shown (None before the first)."""
+        return None if self.state is None else self.state.shown
 
 
 @dataclass
@@ -114,7 +105,7 @@ class Sent:
     inter: bool
     quality: int
     mask: torch.Tensor | None = None  # the receiver's mask, once acknowledged
-    shown: torch.Tensor | None = None  # the mirror's frame (exact once it and all before it are acknowledged)
+    state: object = None  # the mirror's state after it (exact once it and all before it are acknowledged)
 
 
 class Mirror:
@@ -125,13 +116,17 @@ class Mirror:
 
     def __init__(self, model, geometry: tuple[int, int, int], window: int = 16, feedback: bool = True):
         self.model, self.window, self.feedback = model, window, feedback
-        self.base = first_reference(model, geometry)  # the shown frame before the oldest frame kept
+        self.base = model.initial_state(geometry)  # the state before the oldest frame kept
         self.frames: dict[int, Sent] = {}
         self.next_index = 0
 
+    def state(self):
+        """What the next frame is coded against: the mirror's last state."""
+        return self.frames[max(self.frames)].state if self.frames else self.base
+
     def reference(self) -> torch.Tensor:
-        """What the next frame is coded against: the mirror's last frame."""
-        return self.frames[max(self.frames)].shown if self.frames else self.base
+        """The mirror's last frame: what the receiver shows once everything sent so far arrived."""
+        return self.state().shown
 
     def sent(self, index: int, symbols: torch.Tensor, inter: bool, quality: int) -> None:
         """Record frame ``index`` (the next one) as coded; decode it as if every channel arrives."""
@@ -169,17 +164,17 @@ class Mirror:
                        if i > last)
 
     def _replay(self, start: int) -> None:
-        """Decode frames start.. again, each against the one before, known masks or all channels."""
-        ref = self.frames[start - 1].shown if start - 1 in self.frames else self.base
+        """Play frames start.. again, each after the one before, known masks or all channels."""
+        state = self.frames[start - 1].state if start - 1 in self.frames else self.base
         for i in range(start, max(self.frames) + 1):
             e = self.frames[i]
             mask = e.mask if e.mask is not None else torch.ones(1, e.symbols.shape[1])
-            e.shown, _ = next_frame(self.model, e.symbols * mask[:, :, None, None], mask, e.inter, e.quality, ref)
-            ref = e.shown
+            e.state, _ = next_frame(self.model, e.symbols * mask[:, :, None, None], mask, e.inter, e.quality, state)
+            state = e.state
 
     def _drop_before(self, index: int) -> None:
         for i in sorted(i for i in self.frames if i < index):
-            self.base = self.frames.pop(i).shown
+            self.base = self.frames.pop(i).state
 
 
 class InterEncoder:
@@ -205,7 +200,7 @@ class InterEncoder:
     def encode(self, x: torch.Tensor, index: int, quality: int, **packet_kwargs) -> tuple[list[bytes], bool]:
         """Frame x (1,3,H,W) in [0,1] -> (packets, is a P-frame); packet_kwargs: codec.packetize.packetize_latent's."""
         inter = self.frame_type(index)
-        y = self.model.encode(x, self.mirror.reference(), quality) if inter else self.model.intra.encode(x, quality)
+        y = self.model.encode_inter(x, self.mirror.state(), quality) if inter else self.model.intra.encode(x, quality)
         z = self.codec.for_frame(inter).learned.coded(y[0], quality)[None]  # as the receiver will decode it
         packets = packetize_latent(z[0], index, self.codec, quality=quality, inter=inter, **packet_kwargs)
         self.mirror.sent(index, z, inter, quality)
