@@ -7,25 +7,30 @@ decode it with zero fill and with a fill from the past, and compare against JPEG
     python demo.py --max-frames 30 --eval-frames 16 --out-dir runs/demo-quick      # a quicker look
     python demo.py --input clip.mp4 --loss burst:0.3,4 --out-dir runs/demo-burst
 
-The model is LRAE_RD (checkpoints/LRAE_RD.pth: learned entropy model, quality levels); its receiver fills
-a lost channel with its last received value (policy ``copy``). With ``--temporal`` (a conv_lstm_ae over
-the same frame model) the ConvLSTM fills instead.
+The model is LRAE_RD_P (checkpoints/LRAE_RD_P.pth): I-frames from LRAE_RD (learned entropy model, quality
+levels), P-frames that code the change of its latent against the receiver's own, with the receiver's
+feedback keeping the sender's mirror in step (playback/inter.py); a lost channel keeps its last value.
+With a frame codec (``--model-path checkpoints/LRAE_RD.pth``) every frame is coded alone and the receiver
+fills a lost channel with its last received value (policy ``copy``), compared with zero fill; with
+``--temporal`` (a conv_lstm_ae over the same frame model) the ConvLSTM fills instead.
 
 Steps, each a subprocess of this Python (``--threads`` torch threads each), all offline:
-1. receiver_decode.py --once --policy copy|convlstm --compare-zero-fill --reference INPUT on a free
-   127.0.0.1 port (its "Listening on" line is awaited, ``--startup-timeout``);
+1. receiver_decode.py --once --reference INPUT on a free 127.0.0.1 port (a frame codec: with
+   --policy copy|convlstm --compare-zero-fill; its "Listening on" line is awaited, ``--startup-timeout``);
 2. sender_encode.py --input INPUT --loss random:0.3 --seed 1 over TCP at ``--fps`` (15: sender, receiver
    and the receiver's second decode share the CPU) and its 30 ms deadline (``--kbps``: with rate control);
    both must finish within ``--timeout`` s;
-3. evaluate.py on the same clip (ours with zero fill, copy fill and, with ``--temporal``, the ConvLSTM;
-   JPEG, H.264; at loss rates 0, 0.1, 0.3, 0.5; ``--eval-frames`` frames; 0 skips it), for the
-   quality-vs-loss plot.
+3. evaluate.py on the same clip (ours with zero fill, copy fill, the I/P stream ``ours-p`` of an inter
+   codec and, with ``--temporal``, the ConvLSTM; JPEG, H.264; at loss rates 0, 0.1, 0.3, 0.5;
+   ``--eval-frames`` frames; 0 skips it), for the quality-vs-loss plot.
 
 Writes ``--out-dir`` (a scratch folder: every run replaces it; a folder that demo.py did not create
 is never removed, and nothing outside it is written):
-  stream/side_by_side.mp4   original | received with zero fill | received with the copy (or ConvLSTM) fill
-  stream/metrics.jsonl      one line per frame: psnr/ssim (the main fill), psnr_zero_fill/ssim_zero_fill,
-                            bytes, quality level, channels received, latency_ms, ...; stream/summary.json
+  stream/side_by_side.mp4   original | the I/P stream; a frame codec: original | received with zero fill |
+                            received with the copy (or ConvLSTM) fill
+  stream/metrics.jsonl      one line per frame: psnr/ssim (the main variant), frame_type (I/P) or
+                            psnr_zero_fill/ssim_zero_fill, bytes, quality level, channels received,
+                            latency_ms, ...; stream/summary.json
   eval/                     evaluate.py's results and plots (quality vs loss rate)
   summary.json, args.json, receiver.log, sender.log, evaluate.log
 and prints a short summary: frames, bytes/frame, PSNR per variant, latency p50/p95, where the files are.
@@ -48,15 +53,16 @@ ROOT = Path(__file__).resolve().parent
 MARKER = ".lrae-vc-demo"  # marks a folder demo.py made, and may therefore replace
 EVAL_RATES = "0,0.1,0.3,0.5"
 EVAL_BASELINES = "jpeg,h264"
-FILL_NAMES = {"convlstm": "ConvLSTM fill", "copy": "copy fill"}
+FILL_NAMES = {"convlstm": "ConvLSTM fill", "copy": "copy fill", "inter": "I/P stream with feedback"}
 log = logging.getLogger("demo")
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model-path", "--model_path", default="checkpoints/LRAE_RD.pth",
-                   help="frame codec checkpoint with its wire tables (LRAE_RD, or LRAE_VC with --temporal)")
+    p.add_argument("--model-path", "--model_path", default="checkpoints/LRAE_RD_P.pth",
+                   help="codec checkpoint with its wire tables: an inter codec (LRAE_RD_P) or a frame codec "
+                        "(LRAE_RD, or LRAE_VC with --temporal)")
     p.add_argument("--temporal", default=None,
                    help="conv_lstm_ae checkpoint over the same frame autoencoder (e.g. checkpoints/conv_lstm_ae.pth "
                         "with checkpoints/LRAE_VC.pth): the receiver's main fill becomes the ConvLSTM")
@@ -126,8 +132,9 @@ def failed(step: str, code: int, log_path: Path) -> SystemExit:
 def start_receiver(args, out: Path, paths: dict):
     """Start receiver_decode.py on a free port; returns (process, port) once it listens."""
     log_path = out / "receiver.log"
+    fills = [] if paths["inter"] else ["--policy", policy(paths), "--compare-zero-fill"]
     cmd = [sys.executable, str(ROOT / "receiver_decode.py"), "--model-path", paths["model"],
-           *temporal_flags(paths), "--policy", policy(paths), "--compare-zero-fill", "--host", "127.0.0.1",
+           *temporal_flags(paths), *fills, "--host", "127.0.0.1",
            "--port", "0", "--once", "--out-dir", str(out / "stream"), "--reference", paths["input"], "--no-png",
            "--mp4-fps", str(args.fps),
            "--threads", str(args.threads)]
@@ -152,8 +159,21 @@ def temporal_flags(paths: dict) -> list[str]:
 
 
 def policy(paths: dict) -> str:
-    """The receiver's main fill: the ConvLSTM with a temporal model, else copy (the last received value)."""
-    return "convlstm" if paths["temporal"] else "copy"
+    """The receiver's main variant: an inter codec's I/P stream; else its fill: the ConvLSTM with a temporal
+    model, copy (the last received value) without."""
+    return "inter" if paths["inter"] else "convlstm" if paths["temporal"] else "copy"
+
+
+def is_inter(path: str) -> bool:
+    """Whether the checkpoint at ``path`` holds an inter codec (its own metadata says). A checkpoint that
+    cannot be read is left to the receiver, which says what is wrong with it."""
+    from models import kind_of
+    from utils.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return kind_of(load_checkpoint(path)["model"]) == "inter"
+    except (CheckpointError, KeyError):
+        return False
 
 
 def run_step(step: str, cmd: list[str], log_path: Path, args) -> str:
@@ -241,6 +261,15 @@ def report(summary: dict) -> str:
     tx, rx, ev, files = summary["sender"], summary["receiver"], summary["evaluate"], summary["files"]
     drops = ", ".join(f"{k} {v}" for k, v in rx.get("dropped_packets", {}).items()) or "none"
     plots = ", ".join(map(shown, ev.get("plots", []))) or f"none ({ev.get('skipped', 'evaluate.py wrote no png')})"
+    name = FILL_NAMES[summary["policy"]]
+    if summary["policy"] == "inter":
+        quality = (f"  PSNR           {name} {fmt(rx.get('mean_psnr'), '.2f', ' dB')} (SSIM "
+                   f"{fmt(rx.get('mean_ssim'), '.3f')}); {tx.get('p_frames', 0)} P-frames, "
+                   f"{tx.get('feedback_received', 0)} feedback reports received")
+    else:
+        quality = (f"  PSNR           zero fill {fmt(rx.get('mean_psnr_zero_fill'), '.2f', ' dB')} | "
+                   f"{name} {fmt(rx.get('mean_psnr'), '.2f', ' dB')}   "
+                   f"(SSIM {fmt(rx.get('mean_ssim_zero_fill'), '.3f')} | {fmt(rx.get('mean_ssim'), '.3f')})")
     lines = [
         f"LRAE-VC demo: {rx['frames']} frames of {summary['input']} streamed over TCP on 127.0.0.1 with "
         f"emulated packet loss {summary['loss']} (seed {summary['seed']})",
@@ -248,12 +277,9 @@ def report(summary: dict) -> str:
         f"{fmt(rx['bytes_per_frame'], '.0f')} received ({fmt(tx['packets_per_frame'], '.0f')} packets/frame; "
         f"lost: {tx['packets_lost_emulated']} emulated, {tx['packets_deadline_dropped']} past the sender's "
         f"deadline; receiver drops: {drops})",
-        f"  PSNR           zero fill {fmt(rx.get('mean_psnr_zero_fill'), '.2f', ' dB')} | "
-        f"{FILL_NAMES[summary['policy']]} {fmt(rx.get('mean_psnr'), '.2f', ' dB')}   "
-        f"(SSIM {fmt(rx.get('mean_ssim_zero_fill'), '.3f')}"
-        f" | {fmt(rx.get('mean_ssim'), '.3f')})",
+        quality,
         f"  latency        p50 {fmt(rx['latency_ms_p50'], '.1f', ' ms')}, p95 {fmt(rx['latency_ms_p95'], '.1f', ' ms')}"
-        f" (capture to decoded frame, {FILL_NAMES[summary['policy']]})",
+        f" (capture to decoded frame, {name})",
         f"  side by side   {shown(files['side_by_side'])}",
         f"  per frame      {shown(files['metrics'])}",
         f"  quality/loss   {plots}",
@@ -278,7 +304,11 @@ def main(argv=None):
     local = local if args.input != "sample" and local.exists() else None  # "sample" is the embedded clip
     paths = {"model": str(Path(args.model_path).resolve()),
              "temporal": str(Path(args.temporal).resolve()) if args.temporal else None,
-             "input": str(local.resolve()) if local else args.input}
+             "input": str(local.resolve()) if local else args.input,
+             "inter": is_inter(args.model_path)}
+    if paths["inter"] and args.temporal:
+        raise SystemExit(f"error: {args.model_path} holds an inter codec: its I/P stream has no fill to replace, "
+                         "--temporal does not apply")
     keep = [Path(p) for p in (paths["model"], paths["temporal"]) if p] + ([local] if local else [])
     if args.kbps is not None and not args.kbps > 0 or not args.fps > 0:
         raise SystemExit(f"error: --kbps and --fps must be > 0, got {args.kbps}, {args.fps}")

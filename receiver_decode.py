@@ -29,16 +29,17 @@ metrics.jsonl adds ``concealment_zero_fill`` and, with ``--reference``, ``psnr_z
 ``ssim_zero_fill``; with ``--reference`` the receiver also writes side_by_side.mp4 (original |
 zero-fill | the policy's fill, labelled).
 
-I/P streams (an inter codec, kind "inter", models/pframe.py; sender_encode.py): every frame goes through
-playback.inter.InterPlayer in order - an I-frame through the intra codec, a P-frame against the last shown
-frame; a frame of which nothing arrived (or whose type is unknown) repeats the last shown frame, on both
-sides. After each frame is shown the receiver sends a feedback packet (codec/wire.py) with the channel
-masks of its last ``--feedback-frames`` frames: over TCP on the connection's reverse direction, over UDP
-to the address the stream's packets come from; the sender's mirror of the receiver follows it.
-``--no-feedback`` sends none. metrics.jsonl adds ``frame_type`` (I, P, or null when nothing arrived); the
-summary adds ``feedback_sent`` and ``last_frame_sha256`` (the last shown frame as 8-bit RGB; the sender's
-``mirror_sha256`` equals it when both ended in step). ``--policy``, ``--temporal`` and
-``--compare-zero-fill`` do not apply.
+I/P streams (an inter codec, kind "inter": models/latent_p.py, models/pframe.py; sender_encode.py): every
+frame goes through playback.inter.InterPlayer in order - an I-frame through the intra codec, a P-frame against
+the receiver's state (its last latent, or its last shown frame); a frame of which nothing arrived (or whose
+type is unknown) repeats the last shown frame, on both sides. After each frame is shown the receiver sends a
+feedback packet (codec/wire.py) with the channel masks of its last ``--feedback-frames`` frames: over TCP on
+the connection's reverse direction, over UDP to the address the stream's packets come from; the sender's
+mirror of the receiver follows it. ``--no-feedback`` sends none. metrics.jsonl adds ``frame_type`` (I, P, or
+null when nothing arrived); the summary adds ``feedback_sent`` and ``last_frame_sha256`` (the last shown frame
+as 8-bit RGB; the sender's ``mirror_sha256`` equals it when both ended in step). With ``--reference`` it
+writes side_by_side.mp4 (original | the I/P stream). ``--policy``, ``--temporal`` and ``--compare-zero-fill``
+do not apply.
 
 Writes to ``--out-dir``: frame_NNNNN.png (and decoded.mp4 with ``--mp4``), metrics.jsonl (one line
 per frame: frame, status, quality, bytes, packets, channels_received, latency_ms, stage times, psnr/ssim with
@@ -185,6 +186,7 @@ class FrameSink:
         self.stream_id = None
         if self.inter:
             self.player, self.zero = InterPlayer(model), None
+            self.panels = ("original", "I/P stream")
         else:
             self.player = Player(model, args.policy, temporal)  # the main variant, on the live path
             self.panels = ("original", "zero-fill", PANEL_NAMES.get(parse_policy(args.policy)[0], args.policy))
@@ -251,7 +253,7 @@ class FrameSink:
             if names and rec["pred"] < len(names):
                 rec["pred_class"] = names[rec["pred"]]
         compare = (z, mask, late, quality) if self.compare else None  # decoded in the writer thread
-        sbs = self.dir / "side_by_side.mp4" if self.compare and self.args.reference else None
+        sbs = self.dir / "side_by_side.mp4" if (self.compare or self.inter) and self.args.reference else None
         self.writer.call(self._record, rec, x_hat, compare, self.reference, sbs)
         if self.args.png:
             self.writer.png(self.dir / f"frame_{frame.index:05d}.png", x_hat)
@@ -276,8 +278,9 @@ class FrameSink:
         if sbs is not None:
             ref = reference.frame(rec["frame"], x_hat.shape[-1])
             ref = None if ref is None or ref.shape[-2:] != x_hat.shape[-2:] else to_hwc(ref)
+            panels = [ref, to_hwc(x_hat)] if compare is None else [ref, to_hwc(x_zero), to_hwc(x_hat)]
             try:
-                self.writer.write_video(sbs, side_by_side([ref, to_hwc(x_zero), to_hwc(x_hat)], list(self.panels)))
+                self.writer.write_video(sbs, side_by_side(panels, list(self.panels)))
             except Exception as e:  # as for every other file: say what failed, keep receiving
                 log.warning("cannot write %s: %s", sbs, e)
         self.metrics.write(json.dumps(rec) + "\n")

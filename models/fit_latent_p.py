@@ -31,7 +31,7 @@ def residuals(model: LRAE_RD_P, clips: list[torch.Tensor], level: int) -> torch.
         y = model.intra.encode(x, q)
         latent = torch.round(y[:1])
         for t in range(1, len(x)):
-            z = torch.round(y[t:t + 1] - latent)
+            z = torch.round(model.residual(y[t:t + 1], latent))
             latent = latent + z
             out.append(z)
     return torch.cat(out)
@@ -63,6 +63,8 @@ def parse_args(argv):
     p.add_argument("--intra", required=True, help="the intra codec's checkpoint (an LRAE_RD with its tables)")
     p.add_argument("--data", nargs="+", required=True, help="clips (files or folders, as the trainers' --data)")
     p.add_argument("--hold-out", nargs="*", default=[], help="names of clips not to fit on (test clips)")
+    p.add_argument("--deadzone", type=float, default=0.5,
+                   help="LRAE_RD_P's dead zone: a latent change smaller than this is sent as 0 (0.5: plain rounding)")
     p.add_argument("--size", type=int, default=224, help="frame side the clips are resized to")
     p.add_argument("--frames", type=int, default=60, help="frames per clip (from the start)")
     p.add_argument("--steps", type=int, default=2000, help="Adam steps per level")
@@ -77,7 +79,10 @@ def main(argv=None):
     intra = load_model(args.intra)
     if intra.kind != "frame" or getattr(intra, "levels", 0) < 2:
         raise SystemExit(f"error: --intra {args.intra} holds a {intra.model_name}, not a codec with quality levels")
-    model = build_model("LRAE_RD_P", intra=intra.model_name, intra_kwargs=intra.config)
+    try:
+        model = build_model("LRAE_RD_P", intra=intra.model_name, intra_kwargs=intra.config, deadzone=args.deadzone)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     model.intra.load_state_dict(intra.state_dict())
     model.eval()
     loaded = load_videos(args.data, args.size, args.seed, args.frames).videos

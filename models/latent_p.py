@@ -14,6 +14,10 @@ frame the intra codec would have shown:
   exactly ``round(y)``, the intra codec's: a P-frame costs only the entropy of the change, and no
   error accumulates from frame to frame (closed loop, as the sender codes against its mirror of the
   receiver, playback/inter.py).
+- **Dead zone** (``deadzone``, as H.264's inter quantiser's rounding offset): a change smaller than it
+  is sent as 0, so small fluctuations (sensor noise) cost nothing; the receiver's latent then stays within
+  ``deadzone`` of the intra codec's instead of 0.5. The priors are fitted with it, so it is part of the
+  model (and of its fingerprint).
 - **Receiver**: a channel that arrived adds its residual to the prediction; a lost channel keeps its last
   value (the copy fill of playback/conceal.py, in the latent); the intra decoder sees the channels ever
   received as its mask. I-frames replace the channels that arrived and keep the others the same way.
@@ -50,8 +54,11 @@ class LRAE_RD_P(nn.Module):  # noqa: N801 - the project's naming
 
     fill_label = "copy_fill"  # what a lost channel shows (playback's concealment labels)
 
-    def __init__(self, intra: str = "LRAE_RD", intra_kwargs: dict | None = None):
+    def __init__(self, intra: str = "LRAE_RD", intra_kwargs: dict | None = None, deadzone: float = 0.5):
         super().__init__()
+        if not 0.5 <= deadzone < 2.0:
+            raise ValueError(f"deadzone must be in [0.5, 2), got {deadzone}")
+        self.deadzone = deadzone
         self.intra = build_model(intra, **(intra_kwargs or {}))
         if self.intra.kind != "frame" or getattr(self.intra, "levels", 0) < 2:
             raise ValueError(f"intra={intra!r} is not a frame codec with quality levels")
@@ -79,9 +86,14 @@ class LRAE_RD_P(nn.Module):  # noqa: N801 - the project's naming
         q = torch.full((latent.shape[0],), quality, dtype=torch.long, device=latent.device)
         return torch.round(self.intra.scale(self.intra.dequantize(latent, level), q))
 
+    def residual(self, y: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        """The residual before rounding, with the dead zone: a change smaller than ``deadzone`` is sent as 0."""
+        d = y - prediction
+        return torch.where(d.abs() < self.deadzone, torch.zeros_like(d), d) if self.deadzone > 0.5 else d
+
     def encode_inter(self, x: torch.Tensor, state: InterState, quality: int) -> torch.Tensor:
         """The P-frame's residual before rounding: the intra codec's symbols minus the prediction."""
-        return self.intra.encode(x, quality) - self.predict(state.latent, state.level, quality)
+        return self.residual(self.intra.encode(x, quality), self.predict(state.latent, state.level, quality))
 
     @torch.no_grad()
     def play(self, state: InterState, z: torch.Tensor, mask: torch.Tensor, inter: bool, quality: int) -> InterState:
@@ -107,7 +119,7 @@ class LRAE_RD_P(nn.Module):  # noqa: N801 - the project's naming
         """One P-frame with nothing lost: x (B,3,H,W), prediction (B,C,h,w) symbols of ``quality``."""
         q = self.intra._quality(quality, x.shape[0], x.device)
         with torch.no_grad():
-            z = torch.round(self.intra.encode(x, q) - prediction)
+            z = torch.round(self.residual(self.intra.encode(x, q), prediction))
             latent = prediction + z
         return {"z": z, "latent": latent, "likelihoods": self.likelihood(z, q), "quality": q,
                 "x_hat": self.intra.decode(latent, None, q)}

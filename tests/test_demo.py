@@ -21,7 +21,7 @@ import sender_encode
 from codec.packetize import decode_packets, encode_frame
 from data import read_frames
 from models import build_model, load_codec_model
-from models.rd_tables import add_tables
+from models.rd_tables import add_tables, learned_codec
 from tests.test_stream import SIZE, free_port, make_video, wait_bound
 from utils.checkpoint import make_checkpoint, save_checkpoint
 from utils.metrics import psnr, ssim, to_uint8
@@ -89,9 +89,32 @@ def test_demo_with_quality_levels_streams_under_rate_control_with_copy_fill(tmp_
     assert len(decoded_video(out / "stream" / "side_by_side.mp4")) == 8
 
 
+def test_demo_streams_an_inter_codec_with_feedback(tmp_path, capsys):
+    """The default demo's kind of model (LRAE_RD_P: I- and P-frames, the receiver's feedback): no fill to
+    compare, side_by_side.mp4 is original | I/P stream, the report counts P-frames and feedback."""
+    torch.manual_seed(0)
+    model = build_model("LRAE_RD_P", intra_kwargs={"latent_channels": 8, "width": 16, "blocks": 1, "up_width": 8,
+                                                   "levels": 3})
+    path = save_checkpoint(tmp_path / "LRAE_RD_P.pth", make_checkpoint(model, extra={
+        "codec": learned_codec(model.intra), "p_codec": learned_codec(model)}))
+    out = tmp_path / "demo"
+    summary = demo.main(["--model-path", str(path), "--out-dir", str(out), "--size", str(SIZE), "--max-frames", "8",
+                         "--eval-frames", "0"])
+    printed = capsys.readouterr().out
+    assert "I/P stream with feedback" in printed and "zero fill" not in printed
+    assert summary["policy"] == "inter" and summary["receiver"]["policy"] == "inter"
+    assert summary["sender"]["p_frames"] >= 1 and summary["receiver"]["feedback_sent"] == 8
+    lines = [json.loads(s) for s in (out / "stream" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["frame_type"] == "I" and "P" in {r["frame_type"] for r in lines}
+    video = decoded_video(out / "stream" / "side_by_side.mp4")
+    assert len(video) == 8 and video[0].shape == (SIZE, 2 * SIZE, 3)
+    with pytest.raises(SystemExit, match="--temporal does not apply"):
+        demo.main(["--model-path", str(path), "--temporal", str(path), "--out-dir", str(tmp_path / "d2")])
+
+
 def test_demo_missing_checkpoint_is_one_clear_line(tmp_path, monkeypatch, ckpts):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match=r"^error: missing checkpoint checkpoints/LRAE_RD.pth \(--model-path\)"):
+    with pytest.raises(SystemExit, match=r"^error: missing checkpoint checkpoints/LRAE_RD_P.pth \(--model-path\)"):
         demo.main([])
     with pytest.raises(SystemExit, match=r"missing checkpoint nowhere/conv_lstm_ae.pth \(--temporal\)"):
         demo.main(["--model-path", ckpts["model"], "--temporal", "nowhere/conv_lstm_ae.pth"])

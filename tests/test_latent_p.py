@@ -125,3 +125,25 @@ def test_fit_script_writes_a_streamable_checkpoint(tmp_path):
         main(["--intra", str(intra_path), "--data", str(tmp_path / "photo.png"), "--size", "32",
               "--out", str(tmp_path / "q.pth")])
     assert not (tmp_path / "q.pth").exists()
+
+
+@torch.no_grad()
+def test_the_dead_zone_sends_small_changes_as_zero_and_bounds_the_error(model):
+    torch.manual_seed(0)
+    dz = build_model("LRAE_RD_P", **TINY, deadzone=0.8).eval()
+    dz.intra.load_state_dict(model.intra.state_dict())
+    with torch.no_grad():
+        dz.intra.log_gain.add_(3.0)  # symbols of a few units
+    frames, levels = clip(), [2] * 6
+    plain = torch.cat([torch.round(dz.residual(dz.intra.encode(frames[t:t + 1], 2),
+                                               torch.round(dz.intra.encode(frames[t - 1:t], 2))))
+                       for t in range(1, 6)])
+    assert not bool((plain.abs() == 0).all()), "the clip moves"
+    for x, state in zip(frames, chain(dz, frames, levels)):
+        y = dz.intra.encode(x[None], 2)
+        assert float((state.latent - y).abs().max()) < 0.8 + 1e-4, "within the dead zone of the intra latent"
+    d = torch.tensor([0.3, 0.7, -0.79, 0.81, -1.6])
+    assert dz.residual(d, torch.zeros(5)).tolist() == pytest.approx([0.0, 0.0, 0.0, 0.81, -1.6])
+    assert model.residual(d, torch.zeros(5)).tolist() == pytest.approx(d.tolist()), "0.5: plain rounding"
+    with pytest.raises(ValueError, match="deadzone must be in"):
+        build_model("LRAE_RD_P", **TINY, deadzone=0.2)
