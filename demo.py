@@ -132,7 +132,7 @@ def failed(step: str, code: int, log_path: Path) -> SystemExit:
 def start_receiver(args, out: Path, paths: dict):
     """Start receiver_decode.py on a free port; returns (process, port) once it listens."""
     log_path = out / "receiver.log"
-    fills = [] if paths["inter"] else ["--policy", policy(paths), "--compare-zero-fill"]
+    fills = ["--side-by-side"] if paths["inter"] else ["--policy", policy(paths), "--compare-zero-fill"]
     cmd = [sys.executable, str(ROOT / "receiver_decode.py"), "--model-path", paths["model"],
            *temporal_flags(paths), *fills, "--host", "127.0.0.1",
            "--port", "0", "--once", "--out-dir", str(out / "stream"), "--reference", paths["input"], "--no-png",

@@ -37,9 +37,9 @@ feedback packet (codec/wire.py) with the channel masks of its last ``--feedback-
 the connection's reverse direction, over UDP to the address the stream's packets come from; the sender's
 mirror of the receiver follows it. ``--no-feedback`` sends none. metrics.jsonl adds ``frame_type`` (I, P, or
 null when nothing arrived); the summary adds ``feedback_sent`` and ``last_frame_sha256`` (the last shown frame
-as 8-bit RGB; the sender's ``mirror_sha256`` equals it when both ended in step). With ``--reference`` it
-writes side_by_side.mp4 (original | the I/P stream). ``--policy``, ``--temporal`` and ``--compare-zero-fill``
-do not apply.
+as 8-bit RGB; the sender's ``mirror_sha256`` equals it when both ended in step). With ``--reference`` and
+``--side-by-side`` it writes side_by_side.mp4 (original | the I/P stream). ``--policy``, ``--temporal`` and
+``--compare-zero-fill`` do not apply.
 
 Writes to ``--out-dir``: frame_NNNNN.png (and decoded.mp4 with ``--mp4``), metrics.jsonl (one line
 per frame: frame, status, quality, bytes, packets, channels_received, latency_ms, stage times, psnr/ssim with
@@ -140,6 +140,9 @@ def parse_args(argv):
                    help="replace the receiver's files of an earlier run in --out-dir")
     p.add_argument("--png", action=argparse.BooleanOptionalAction, default=True, help="write PNG frames")
     p.add_argument("--mp4", action=argparse.BooleanOptionalAction, default=False, help="write decoded.mp4")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="with --reference: write side_by_side.mp4, original | shown (an I/P stream's; "
+                        "--compare-zero-fill writes it with the zero-fill panel anyway)")
     p.add_argument("--mp4-fps", type=positive(), default=30.0, help="frame rate of the mp4")
     p.add_argument("--reference", default=None, help="original frames (video, folder, 'sample') for PSNR/SSIM")
     p.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
@@ -253,7 +256,8 @@ class FrameSink:
             if names and rec["pred"] < len(names):
                 rec["pred_class"] = names[rec["pred"]]
         compare = (z, mask, late, quality) if self.compare else None  # decoded in the writer thread
-        sbs = self.dir / "side_by_side.mp4" if (self.compare or self.inter) and self.args.reference else None
+        wanted = (self.compare or self.args.side_by_side) and self.args.reference
+        sbs = self.dir / "side_by_side.mp4" if wanted else None
         self.writer.call(self._record, rec, x_hat, compare, self.reference, sbs)
         if self.args.png:
             self.writer.png(self.dir / f"frame_{frame.index:05d}.png", x_hat)
@@ -278,9 +282,12 @@ class FrameSink:
         if sbs is not None:
             ref = reference.frame(rec["frame"], x_hat.shape[-1])
             ref = None if ref is None or ref.shape[-2:] != x_hat.shape[-2:] else to_hwc(ref)
-            panels = [ref, to_hwc(x_hat)] if compare is None else [ref, to_hwc(x_zero), to_hwc(x_hat)]
+            if compare is None:  # --side-by-side alone: original | shown
+                panels, labels = [ref, to_hwc(x_hat)], [self.panels[0], self.panels[-1]]
+            else:
+                panels, labels = [ref, to_hwc(x_zero), to_hwc(x_hat)], list(self.panels)
             try:
-                self.writer.write_video(sbs, side_by_side(panels, list(self.panels)))
+                self.writer.write_video(sbs, side_by_side(panels, labels))
             except Exception as e:  # as for every other file: say what failed, keep receiving
                 log.warning("cannot write %s: %s", sbs, e)
         self.metrics.write(json.dumps(rec) + "\n")

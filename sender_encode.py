@@ -202,10 +202,12 @@ def stream(args) -> dict:
                 take_feedback()
             t1 = time.perf_counter()
             quality = control.choose() if control is not None else fixed
-            if encoder is not None:  # coding and packetizing in one (entropy_ms: None)
-                packets, p_frame = encoder.encode(x, i, quality, stream_id=stream_id, capture_us=int(capture * 1e6),
-                                                  key=key)
-                t2 = t3 = time.perf_counter()
+            if encoder is not None:  # an I/P stream: coded against the mirror of the receiver
+                z, p_frame = encoder.code(x, i, quality)
+                t2 = time.perf_counter()
+                packets = encoder.packetize(z, i, p_frame, quality, stream_id=stream_id,
+                                            capture_us=int(capture * 1e6), key=key)
+                t3 = time.perf_counter()
             else:
                 with torch.no_grad():
                     z = encode_latent(model, x, codec, quality)[0]
@@ -230,7 +232,7 @@ def stream(args) -> dict:
             row = {"frame": i, "quality": quality, "packets": len(packets), "sent": sent, "bytes_sent": sent_bytes,
                    "bytes_encoded": sum(map(len, packets)), "deadline_dropped": late,
                    "lag_ms": round(max(lag, 0.0) * 1e3, 3), "encode_ms": round((t2 - t1) * 1e3, 3),
-                   "entropy_ms": None if inter else round((t3 - t2) * 1e3, 3), "send_ms": round((t4 - t3) * 1e3, 3)}
+                   "entropy_ms": round((t3 - t2) * 1e3, 3), "send_ms": round((t4 - t3) * 1e3, 3)}
             if inter:
                 row.update(p_frame=p_frame, feedback_latest_frame=reader.latest)
             rows.append(row)

@@ -119,7 +119,7 @@ def bench_model(model: torch.nn.Module, x: torch.Tensor, precision: str, args) -
 def bench_inter(model, x: torch.Tensor, precision: str, args) -> dict:
     """An inter codec's P-frame at its top level, after an I-frame of the mirrored frame: encode against
     the receiver's state, and decode including the state handling (playback.inter.next_frame: the codec's
-    ``play``, the frame rounded to 8 bits as shown), inside bench_model's precision context."""
+    ``play`` and the frame shown, rounded to 8 bits), inside bench_model's precision context."""
     q = model.levels - 1
     with torch.no_grad():
         z_i = torch.round(model.intra.encode(x.flip(-1), q)).float()
@@ -129,7 +129,7 @@ def bench_inter(model, x: torch.Tensor, precision: str, args) -> dict:
     if precision == "bf16":
         z = z.contiguous(memory_format=torch.channels_last)
     enc = timed_ms(lambda: model.encode_inter(x, state, q), args.iters, args.warmup, x.device)
-    dec = timed_ms(lambda: next_frame(model, z, mask, True, q, state), args.iters, args.warmup, x.device)
+    dec = timed_ms(lambda: next_frame(model, z, mask, True, q, state)[0].shown, args.iters, args.warmup, x.device)
     return {"encode_ms": summary(enc, args.batch), "decode_ms": summary(dec, args.batch)}
 
 

@@ -9,6 +9,8 @@ Runs receiver_decode.py and sender_encode.py as two processes (one torch thread 
 entropy code, send; receiver arrival (capture -> last packet in), wait (capture -> frame closed),
 entropy decode, fill, decode; total = capture -> decoded. "backlog" compares the median latency
 of the last and first fifth of the frames: a value that grows means the receiver cannot keep up.
+An inter codec's checkpoint (LRAE_RD_P) streams I/P frames with the receiver's feedback (both scripts'
+default); its row adds the P-frames, the feedback reports and whether the sender's mirror ended in step.
 Writes bench_stream.json into --out-dir and prints a table. Not a test (takes about 15 s per model).
 """
 
@@ -92,6 +94,11 @@ def run_one(ckpt: str, args, out: Path) -> dict:
            "sender_lag_ms_max": max(r["lag_ms"] for r in send),
            "backlog_ms": round((pct(lat[-fifth:], 50) or 0) - (pct(lat[:fifth], 50) or 0), 2),
            "dropped_packets": summary["dropped_packets"]}
+    if "feedback_sent" in summary:  # an I/P stream (inter codec): with the receiver's feedback by default
+        sent = json.loads(tx.stdout[tx.stdout.index("{"):])
+        row.update(p_frames=sent["p_frames"], feedback_sent=summary["feedback_sent"],
+                   feedback_received=sent["feedback_received"],
+                   in_step=sent["mirror_sha256"] == summary["last_frame_sha256"])
     stages = {"encode": [r["encode_ms"] for r in send], "entropy_code": [r["entropy_ms"] for r in send],
               "send": [r["send_ms"] for r in send], "arrival": [r["arrival_ms"] for r in recv],
               "wait": [r["wait_ms"] for r in recv], "entropy_decode": [r["entropy_ms"] for r in recv],
@@ -115,6 +122,9 @@ def main(argv=None):
         print(f"\n{r['checkpoint']}: {r['frames']} frames, {r['frames_lost']} lost, {r['frames_skipped']} skipped, "
               f"{r['bytes_per_frame_sent']} B/frame sent, PSNR {r['mean_psnr']}, backlog {r['backlog_ms']} ms, "
               f"sender lag max {r['sender_lag_ms_max']} ms, drops {r['dropped_packets']}")
+        if "p_frames" in r:
+            print(f"  I/P stream: {r['p_frames']} P-frames, feedback {r['feedback_sent']} sent / "
+                  f"{r['feedback_received']} received, sender's mirror in step at the end: {r['in_step']}")
         print("  " + "  ".join(f"{k} {v['p50']}/{v['p95']}" for k, v in r["stages_ms"].items()) + "  (ms p50/p95)")
     print(f"\nresults: {out / 'bench_stream.json'}")
     return rows

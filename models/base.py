@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -79,7 +81,7 @@ def as_shown(x_hat: torch.Tensor) -> torch.Tensor:
     return torch.round(x_hat.float().clamp(0.0, 1.0) * 255.0) / 255.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InterState:
     """What a receiver of an I/P stream keeps from one frame to the next (and a sender mirrors,
     playback/inter.py). Every inter codec (registered kind ``inter``) implements
@@ -88,11 +90,18 @@ class InterState:
         play(state, z, mask, inter, quality) -> InterState   # a frame of which some channel arrived
         encode_inter(x, state, quality) -> y            # a P-frame's symbols before rounding
 
-    ``shown``: the last frame shown (1,3,H,W), 8-bit exact (``as_shown``). ``latent``/``level``/``seen``:
-    a codec that predicts in the latent (models/latent_p.py) keeps its last latent (1,C,h,w, the symbols of
-    quality ``level``) and the channels ever received (1,C); a codec that reads the frame leaves them None."""
+    ``shown``: the last frame shown (1,3,H,W), 8-bit exact (``as_shown``): ``frame`` if the codec decoded it,
+    else ``render()`` decodes it on first use (a sender's mirror of a codec that predicts in the latent
+    never needs the pixels, and skips a decode per frame). ``latent``/``level``/``seen``: a codec that
+    predicts in the latent (models/latent_p.py) keeps its last latent (1,C,h,w, the symbols of quality
+    ``level``) and the channels ever received (1,C); a codec that reads the frame leaves them None."""
 
-    shown: torch.Tensor
+    frame: torch.Tensor | None = None
     latent: torch.Tensor | None = None
     level: int = 0
     seen: torch.Tensor | None = None
+    render: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+
+    @cached_property
+    def shown(self) -> torch.Tensor:
+        return self.frame if self.frame is not None else as_shown(self.render())

@@ -7,7 +7,7 @@ frame the intra codec would have shown:
 - **The receiver's state** (``InterState``, models/base.py): the latent it decoded last, as the symbols
   of that frame's quality level, and which channels ever arrived.
 - **Prediction** of frame t at level q: that latent, in level q's symbols (the same integers at the same
-  level; through the level-free latent, rounded, after a level switch).
+  level; scaled by the ratio of the two levels' gains, rounded, after a level switch).
 - **Sender**: y = the intra codec's symbols of the frame before rounding; a P-frame carries the residual
   ``round(y - prediction)`` per channel (one packet per channel, as every frame), coded with this model's
   own factorized prior per level and channel (``priors``). With nothing lost the receiver's latent is then
@@ -38,10 +38,12 @@ to the residuals of real clips: ``python -m models.fit_latent_p``.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
-from models.base import GREY, FrameCodec, InterState, as_shown
+from models.base import GREY, FrameCodec, InterState
 from models.prior import FactorizedPrior
 from models.registry import build_model, register_model
 
@@ -79,12 +81,20 @@ class LRAE_RD_P(nn.Module):  # noqa: N801 - the project's naming
         shown = torch.full((1, 3, h * self.stride, w * self.stride), GREY, device=device)
         return InterState(shown, torch.zeros(1, c, h, w, device=device), 0, torch.zeros(1, c, device=device))
 
+    @torch.no_grad()
+    def render(self, latent: torch.Tensor, seen: torch.Tensor, quality: int) -> torch.Tensor:
+        """The frame a state shows: the intra decoder on its latent, told the channels ever received."""
+        return self.intra.decode(latent, seen, quality)
+
     def predict(self, latent: torch.Tensor, level: int, quality: int) -> torch.Tensor:
-        """A latent of level ``level`` as symbols of level ``quality`` (itself at the same level)."""
+        """A latent of level ``level`` as symbols of level ``quality``: itself at the same level, else scaled by
+        the ratio of the two levels' gains (the encoder's symbols of both levels differ by exactly that) and
+        rounded."""
         if level == quality:
             return latent
-        q = torch.full((latent.shape[0],), quality, dtype=torch.long, device=latent.device)
-        return torch.round(self.intra.scale(self.intra.dequantize(latent, level), q))
+        gain = self.intra.log_gain.detach()
+        ratio = torch.exp2(gain[quality] - gain[level]).to(latent.device, latent.dtype)
+        return torch.round(latent * ratio[None, :, None, None])
 
     def residual(self, y: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
         """The residual before rounding, with the dead zone: a change smaller than ``deadzone`` is sent as 0."""
@@ -104,7 +114,7 @@ class LRAE_RD_P(nn.Module):  # noqa: N801 - the project's naming
         got = mask[:, :, None, None] > 0.5
         latent = torch.where(got, prediction + z if inter else z, prediction)
         seen = torch.maximum(state.seen, (mask > 0.5).float())
-        return InterState(as_shown(self.intra.decode(latent, seen, quality)), latent, int(quality), seen)
+        return InterState(None, latent, int(quality), seen, partial(self.render, latent, seen, quality))
 
     # ------------------------------------------------------------------ fitting the priors
     def likelihood(self, z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -197,14 +197,23 @@ class InterEncoder:
         return not periodic and not self.mirror.needs_intra()
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, index: int, quality: int, **packet_kwargs) -> tuple[list[bytes], bool]:
-        """Frame x (1,3,H,W) in [0,1] -> (packets, is a P-frame); packet_kwargs: codec.packetize.packetize_latent's."""
+    def code(self, x: torch.Tensor, index: int, quality: int) -> tuple[torch.Tensor, bool]:
+        """Frame x (1,3,H,W) in [0,1] -> (its symbols (1,C,h,w) as the receiver will decode them, is a P-frame)."""
         inter = self.frame_type(index)
         y = self.model.encode_inter(x, self.mirror.state(), quality) if inter else self.model.intra.encode(x, quality)
-        z = self.codec.for_frame(inter).learned.coded(y[0], quality)[None]  # as the receiver will decode it
+        return self.codec.for_frame(inter).learned.coded(y[0], quality)[None], inter
+
+    def packetize(self, z: torch.Tensor, index: int, inter: bool, quality: int, **packet_kwargs) -> list[bytes]:
+        """The packets of frame ``index`` (entropy coding; packet_kwargs: codec.packetize.packetize_latent's); the
+        mirror records the frame as sent."""
         packets = packetize_latent(z[0], index, self.codec, quality=quality, inter=inter, **packet_kwargs)
         self.mirror.sent(index, z, inter, quality)
-        return packets, inter
+        return packets
+
+    def encode(self, x: torch.Tensor, index: int, quality: int, **packet_kwargs) -> tuple[list[bytes], bool]:
+        """``code`` then ``packetize``: (packets, is a P-frame)."""
+        z, inter = self.code(x, index, quality)
+        return self.packetize(z, index, inter, quality, **packet_kwargs), inter
 
     def ack(self, index: int, mask: torch.Tensor) -> None:
         self.mirror.ack(index, mask)

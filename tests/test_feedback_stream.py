@@ -129,7 +129,8 @@ def test_reports_cover_the_last_frames_of_a_stream():
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_feedback_keeps_the_sender_in_step_with_the_receiver(tmp_path, inter_assets, transport):
     out = tmp_path / "rx"
-    tx, rx, lines = run_pair(out, inter_assets, transport, size=SIDE,
+    side = ["--side-by-side"] if transport == "tcp" else []
+    tx, rx, lines = run_pair(out, inter_assets, transport, size=SIDE, rx_extra=side,
                              tx_extra=["--loss", "random:0.1", "--seed", "1", "--feedback-wait", "30"])
     assert tx["frames"] == FRAMES and [r["frame"] for r in lines] == list(range(FRAMES))
     assert any(r["channels_received"] < CHANNELS for r in lines), "the loss mattered"
@@ -139,7 +140,11 @@ def test_feedback_keeps_the_sender_in_step_with_the_receiver(tmp_path, inter_ass
     assert tx["feedback_latest_frame"] == FRAMES - 1
     assert rx["last_frame_sha256"] == shown_digest(out, FRAMES - 1)
     assert tx["mirror_sha256"] == rx["last_frame_sha256"], "the sender's reference is the receiver's frame"
-    assert len(decoded_video(out / "side_by_side.mp4")) == FRAMES, "original | I/P stream, with --reference"
+    if side:
+        video = decoded_video(out / "side_by_side.mp4")
+        assert len(video) == FRAMES and video[0].shape == (SIDE, 2 * SIDE, 3), "original | I/P stream"
+    else:
+        assert not (out / "side_by_side.mp4").exists(), "only with --side-by-side"
 
 
 def test_without_feedback_it_still_streams_and_drifts(tmp_path, inter_assets):

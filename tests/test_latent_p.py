@@ -147,3 +147,28 @@ def test_the_dead_zone_sends_small_changes_as_zero_and_bounds_the_error(model):
     assert model.residual(d, torch.zeros(5)).tolist() == pytest.approx(d.tolist()), "0.5: plain rounding"
     with pytest.raises(ValueError, match="deadzone must be in"):
         build_model("LRAE_RD_P", **TINY, deadzone=0.2)
+
+
+@torch.no_grad()
+def test_level_switches_keep_the_state_bounded_when_the_tables_clamp_the_residuals():
+    """Symbols of a few units whose levels' inverse gains do not undo the gains (an untrained model): the
+    prediction converts between levels by the gains alone, so clamped residuals cannot make it grow."""
+    import warnings
+
+    from codec.packetize import codec_from_checkpoint
+    from models.rd_tables import learned_codec
+    from playback.inter import InterEncoder
+
+    torch.manual_seed(0)
+    model = build_model("LRAE_RD_P", **TINY).eval()
+    model.intra.log_gain.add_(3.0)
+    codec = codec_from_checkpoint(model, {"extra": {"codec": learned_codec(model.intra),
+                                                    "p_codec": learned_codec(model)}})
+    encoder, frames = InterEncoder(model, codec, GEOMETRY, feedback=False), clip(30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for t in range(30):
+            encoder.encode(frames[t:t + 1], t, quality=t % 3)
+    latent = encoder.mirror.state().latent
+    y = torch.round(model.intra.encode(frames[-1:], 2))
+    assert float(latent.abs().max()) <= 2 * float(y.abs().max()) + 8
