@@ -32,7 +32,8 @@ def test_shipped_checkpoint_matches_manifest_and_loads(name):
 
 
 def test_shipped_p_codec_codes_its_i_frames_with_the_shipped_intra_codec():
-    p, intra = torch.load(CKPT / "LRAE_RD_P.pth", weights_only=True), torch.load(CKPT / "LRAE_RD.pth", weights_only=True)
+    p = torch.load(CKPT / "LRAE_RD_P.pth", weights_only=True)
+    intra = torch.load(CKPT / "LRAE_RD.pth", weights_only=True)
     inner = {k[len("intra."):]: v for k, v in p["state_dict"].items() if k.startswith("intra.")}
     assert inner.keys() == intra["state_dict"].keys()
     assert all(torch.equal(inner[k], v) for k, v in intra["state_dict"].items())
