@@ -63,6 +63,7 @@ from evaluation.packets import MTU
 from evaluation.report import write_all
 from models.stack import load_stack
 from network.loss import DEFAULT_BURST_LEN
+from playback.inter import REFERENCES
 from training.engine import prepare_run_dir, safe_name
 from utils.checkpoint import CheckpointError
 
@@ -117,11 +118,15 @@ def parse_args(argv):
                    help="evaluate every video of --data as its own stream (no split: the data is the test set); "
                         "results are the mean over clips, each clip's rows in per_clip")
     p.add_argument("--gop", type=int, default=0,
-                   help="an inter codec's (LRAE_VC_P) I-frame period in its ours-p stream (0: only the first frame)")
+                   help="an inter codec's (LRAE_RD_P, LRAE_VC_P) I-frame period in its ours-p stream (0: only the "
+                        "first frame)")
     p.add_argument("--feedback-delay", type=int, default=1,
                    help="frames before the receiver's feedback on a frame reaches the sender (ours-p)")
     p.add_argument("--no-feedback", action="store_true",
                    help="ours-p without feedback: the sender assumes everything arrives, only I-frames resync")
+    p.add_argument("--reference", choices=REFERENCES, default="auto",
+                   help="what ours-p's P-frames are coded against: the sender's last state (latest), the newest one "
+                        "the feedback confirmed (acked), or acked once the feedback reported a loss (auto)")
     p.add_argument("--strip-rate", type=float, default=0.3, help="loss rate of strip.png (nearest evaluated)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the synthetic data and the loss draws")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -158,7 +163,7 @@ def check_leak(seq, cls_ckpt) -> int:
 
 def evaluate_clip(args, model, codec, temporal, ckpt, classifier, seq, rates, baselines, budgets) -> dict:
     """One stream: the runs per loss condition, the RD points at 0 % loss and (``budgets``) under loss."""
-    inter = evaluation.InterOptions(args.gop, not args.no_feedback, args.feedback_delay)
+    inter = evaluation.InterOptions(args.gop, not args.no_feedback, args.feedback_delay, args.reference)
     result = evaluation.evaluate_sequence(model, codec, temporal, seq, mode=args.loss, rates=rates,
                                           baselines=baselines, seed=args.seed, burst_len=args.burst_len,
                                           classifier=classifier, strip_rate=args.strip_rate, fps=args.fps,
@@ -230,7 +235,8 @@ def run(args):
         "target_bytes": float(sum(c["target_bytes"] for c in clips) / len(clips)),
         "our_packets": max(c["our_packets"] for c in clips), "fps": args.fps, "bitrates": budgets,
         "threads": args.threads, "timing_fields": ["encode_ms", "decode_ms"],
-        "inter": {"gop": args.gop, "feedback": not args.no_feedback, "feedback_delay": args.feedback_delay}
+        "inter": {"gop": args.gop, "feedback": not args.no_feedback, "feedback_delay": args.feedback_delay,
+                  "reference": args.reference}
         if evaluation.is_inter(model) else None,
     }
     anchors = [*baselines, evaluation.OURS] if evaluation.is_inter(model) else baselines  # ours-p vs its intra

@@ -223,8 +223,11 @@ class FrameSink:
         late = (self.args.max_lag_ms > 0 and frame.capture is not None
                 and (time.time() - frame.capture) * 1e3 > self.args.max_lag_ms)
         inter = frame.assembly.inter if frame.assembly is not None else None
-        shown = (self.player.show(z, mask, inter, quality, late) if self.inter
-                 else self.player.show(z, mask, late, quality))
+        if self.inter:
+            ref_age = frame.assembly.ref_age if frame.assembly is not None else None
+            shown = self.player.show(z, mask, inter, quality, late, frame.index, ref_age)
+        else:
+            shown = self.player.show(z, mask, late, quality)
         x_hat, fill_s, concealment = shown.x_hat, shown.fill_s, shown.concealment
         decode_s = time.perf_counter() - t0 - fill_s
         done = time.time()
@@ -244,6 +247,7 @@ class FrameSink:
             rec["capture_s"] = frame.capture_us / 1e6
         if self.inter:
             rec["frame_type"] = None if inter is None else ("P" if inter else "I")
+            rec["ref_age"] = ref_age
         logits = None
         if self.classifier is not None:
             logits = self.classifier(x_hat)["logits"]

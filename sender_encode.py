@@ -67,7 +67,7 @@ from models import load_codec_model
 from network.feedback import FeedbackReader
 from network.loss import LossEmulator
 from network.transport import TRANSPORTS, open_sender
-from playback.inter import InterEncoder
+from playback.inter import REFERENCES, InterEncoder
 from playback.output import DropLog, digest, percentile
 from utils.argtypes import int_in, non_negative, positive
 from utils.checkpoint import CheckpointError
@@ -108,6 +108,9 @@ def parse_args(argv):
                    help="inter codec: an I-frame every N frames (0: only the first and when the mirror must resync)")
     p.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
                    help="inter codec: apply the receiver's feedback to the mirror (--no-feedback: ignore it)")
+    p.add_argument("--reference", choices=REFERENCES, default="auto",
+                   help="inter codec: code P-frames against the mirror's last state (latest), the newest state the "
+                        "feedback confirmed (acked), or acked once the feedback reported a loss (auto)")
     p.add_argument("--feedback-wait", type=non_negative(), default=2.0,
                    help="inter codec over UDP: after the end, wait this long (s) for the last frame's feedback")
     p.add_argument("--max-frames", type=int_in(1), default=None, help="stop after this many frames")
@@ -162,7 +165,7 @@ def stream(args) -> dict:
     else:
         with torch.no_grad():
             packetize_latent(encode_latent(model, blank, codec, fixed)[0], 0, codec, quality=fixed)
-    encoder = InterEncoder(model, codec, geometry, args.gop, args.feedback) if inter else None
+    encoder = InterEncoder(model, codec, geometry, args.gop, args.feedback, reference=args.reference) if inter else None
     reader = FeedbackReader(stream_id, geometry[0], key, DropLog(log).note) if inter else None
     frames = iter(frames)  # the first frame (and the rate ladder) is ready before the receiver's slot is taken
     first = next(frames, None)
@@ -203,9 +206,9 @@ def stream(args) -> dict:
             t1 = time.perf_counter()
             quality = control.choose() if control is not None else fixed
             if encoder is not None:  # an I/P stream: coded against the mirror of the receiver
-                z, p_frame = encoder.code(x, i, quality)
+                z, p_frame, age = encoder.code(x, i, quality)
                 t2 = time.perf_counter()
-                packets = encoder.packetize(z, i, p_frame, quality, stream_id=stream_id,
+                packets = encoder.packetize(z, i, p_frame, quality, age, stream_id=stream_id,
                                             capture_us=int(capture * 1e6), key=key)
                 t3 = time.perf_counter()
             else:
@@ -234,7 +237,7 @@ def stream(args) -> dict:
                    "lag_ms": round(max(lag, 0.0) * 1e3, 3), "encode_ms": round((t2 - t1) * 1e3, 3),
                    "entropy_ms": round((t3 - t2) * 1e3, 3), "send_ms": round((t4 - t3) * 1e3, 3)}
             if inter:
-                row.update(p_frame=p_frame, feedback_latest_frame=reader.latest)
+                row.update(p_frame=p_frame, ref_age=age, feedback_latest_frame=reader.latest)
             rows.append(row)
             if stats_file:
                 stats_file.write(json.dumps(row) + "\n")

@@ -192,10 +192,12 @@ def _coded_units(z: torch.Tensor, codec: WireCodec, quality: int = 0) -> list[li
 
 
 def packetize_latent(z: torch.Tensor, frame_index: int, codec: WireCodec, *, quality: int = 0, stream_id: int = 0,
-                     capture_us: int = 0, key: bytes | None = None, inter: bool = False) -> list[bytes]:
+                     capture_us: int = 0, key: bytes | None = None, inter: bool = False,
+                     ref_age: int = 0) -> list[bytes]:
     """One frame's latent z (C,h,w) -> packets (bytes), channel 0 first. ``quality``: the level z was
     encoded at (learned mode; 0 otherwise), carried in every packet's header. ``inter``: z is a P-frame's
-    latent, coded with ``codec.inter``'s tables (the P-frame flag in every header)."""
+    latent, coded with ``codec.inter``'s tables (the P-frame flag in every header), against the receiver's
+    state after frame ``frame_index - 1 - ref_age`` (codec/wire.py)."""
     codec = codec.for_frame(inter)
     if z.dim() == 4:
         z = z[0]
@@ -223,7 +225,8 @@ def packetize_latent(z: torch.Tensor, frame_index: int, codec: WireCodec, *, qua
     out = []
     for i, (r0, n, entries) in enumerate(groups):
         hd = Header(stream_id, frame_index, capture_us, i, len(groups), codec.fingerprint, c, h, w,
-                    codec.bits, codec.mode, quality, entries[0].channel, len(entries), r0, n, inter=inter)
+                    codec.bits, codec.mode, quality, entries[0].channel, len(entries), r0, n, inter=inter,
+                    ref_age=ref_age)
         out.append(pack(hd, entries, key))
     return out
 
@@ -271,7 +274,8 @@ def check_compatible(hd: Header, codec: WireCodec) -> None:
 
 class FrameAssembly:
     """Collects one frame's packets into a latent: entropy decoding happens as packets arrive.
-    ``quality`` and ``inter`` (a P-frame): as the packets' headers say (None until one arrived)."""
+    ``quality``, ``inter`` (a P-frame) and ``ref_age`` (its reference): as the packets' headers say (None
+    until one arrived)."""
 
     def __init__(self, codec: WireCodec, geometry: tuple[int, int, int]):
         c, h, w = geometry
@@ -282,6 +286,7 @@ class FrameAssembly:
         self.bytes = 0
         self.quality: int | None = None
         self.inter: bool | None = None
+        self.ref_age: int | None = None
 
     def add(self, packet: Packet) -> None:
         """Add a parsed, compatible packet. Raises PacketError ("duplicate", "geometry", "entropy")."""
@@ -293,8 +298,9 @@ class FrameAssembly:
         if self.quality is not None and hd.quality != self.quality:
             raise PacketError("fields", f"packet of frame {hd.frame_index} at quality {hd.quality}, its other "
                                         f"packets at {self.quality}")
-        if self.inter is not None and hd.inter != self.inter:
-            raise PacketError("fields", f"packets of frame {hd.frame_index} disagree on its type (I or P)")
+        if self.inter is not None and (hd.inter, hd.ref_age) != (self.inter, self.ref_age):
+            raise PacketError("fields", f"packets of frame {hd.frame_index} disagree on its type (I or P) or "
+                                        "reference")
         w, levels = hd.width, 1 << hd.bits
         decoded = []
         for e in packet.entries:
@@ -321,7 +327,7 @@ class FrameAssembly:
             self.rows[ch, hd.row_start:hd.row_start + hd.row_count] = True
         self.seen.add(hd.packet_index)
         self.bytes += packet.size
-        self.quality, self.inter = hd.quality, hd.inter
+        self.quality, self.inter, self.ref_age = hd.quality, hd.inter, hd.ref_age
 
     def _learned(self, e: Entry, hd: Header) -> torch.Tensor:
         learned = self.codec.for_frame(hd.inter).learned

@@ -1,4 +1,4 @@
-"""The LRAE-VC packet format (version 3): one self-contained packet per channel group of a frame.
+"""The LRAE-VC packet format (version 4): one self-contained packet per channel group of a frame.
 
 Every integer is big-endian (``struct`` "!" formats). A packet is::
 
@@ -9,9 +9,10 @@ Fixed header:
 | offset | size | field          | format | meaning                                                        |
 |-------:|-----:|----------------|:------:|----------------------------------------------------------------|
 |      0 |    4 | magic          | 4s     | ``b"LRVC"``                                                    |
-|      4 |    1 | version        | B      | 3; any other value is refused ("version" drop)                 |
+|      4 |    1 | version        | B      | 4; any other value is refused ("version" drop)                 |
 |      5 |    1 | flags          | B      | bit 0: HMAC tag appended; bit 1: end of stream; bit 2: P-frame |
-|        |      |                |        | (coded against the previous shown frame; see below); others 0  |
+|        |      |                |        | (see below); bits 3..7: a P-frame's reference age (0..31; 0 in |
+|        |      |                |        | an I-frame)                                                    |
 |      6 |    4 | stream_id      | I      | random per sender run; packets of another stream are foreign   |
 |     10 |    4 | frame_index    | I      | 0, 1, 2, ... (end-of-stream packet: number of frames sent)     |
 |     14 |    8 | capture_us     | Q      | capture time, microseconds since the Unix epoch (sender clock) |
@@ -32,15 +33,19 @@ Fixed header:
 |     47 |    2 | payload_len    | H      | bytes of payload that follow (<= 1200)                         |
 |     49 |    4 | crc32          | I      | zlib.crc32 of bytes 0..48 followed by the payload              |
 
-Older versions are refused with "wire version N packet: this receiver speaks version 3; update the
+Older versions are refused with "wire version N packet: this receiver speaks version 4; update the
 sender" (a drop, reason "version"): version 1 (52 B, no ``quality`` byte; every later field one byte
-earlier) and version 2 (this layout, without the P-frame flag).
+earlier), version 2 (this layout, without the P-frame flag) and version 3 (P-frames, without the
+reference age).
 
-P-frames (flag bit 2; a stream of an inter codec, models/pframe.py): the frame is coded against the
-previous frame *as the receiver showed it*, with the P codec's learned tables, and its ``fingerprint`` is
-the P codec's (which covers the intra codec inside it); I-frames (bit 2 clear) carry the intra codec's
-fingerprint and tables. Every packet of a frame carries the same flag. Frame type and quality are in
-every packet, so any one packet of a frame tells the receiver how to decode it.
+P-frames (flag bit 2; a stream of an inter codec, models/latent_p.py, models/pframe.py): the frame is
+coded against the receiver's state (playback/inter.py) *after frame ``frame_index - 1 - ref_age``*, its
+reference age in flag bits 3..7: 0 is the frame just before (the sender assumed it arrived), a larger
+age a frame whose arrival the receiver's feedback had confirmed when the sender coded this one. It is
+coded with the P codec's learned tables, and its ``fingerprint`` is the P codec's (which covers the
+intra codec inside it); I-frames (bit 2 clear, age 0) carry the intra codec's fingerprint and tables.
+Every packet of a frame carries the same flags. Frame type, reference and quality are in every
+packet, so any one packet of a frame tells the receiver how to decode it.
 
 Payload = a channel table, then the coded channels back to back. One table entry per channel:
 ``length`` (H, coded bytes of that channel) in modes 0 and 2; in mode 1 also ``lo`` (f), ``hi`` (f) - the
@@ -101,7 +106,7 @@ import numpy as np
 import torch
 
 MAGIC = b"LRVC"
-VERSION = 3
+VERSION = 4
 HEADER = struct.Struct("!4sBBIIQHH4sHHHBBBHHHHHI")
 HEADER_SIZE = HEADER.size  # 53
 CRC_OFFSET = HEADER_SIZE - 4
@@ -111,6 +116,7 @@ MAX_PACKET = HEADER_SIZE + MAX_PAYLOAD + TAG_SIZE  # 1269: fits a 1500-byte MTU 
 MAX_PACKETS_PER_FRAME = 1024
 MAX_LATENT_VALUES = 1 << 22  # C*h*w bound: a receiver never allocates more than 16 MB per frame
 FLAG_HMAC, FLAG_END, FLAG_INTER = 1, 2, 4
+REF_AGE_SHIFT, MAX_REF_AGE = 3, 31  # flag bits 3..7: a P-frame's reference age
 MODE_CALIBRATED, MODE_FRAME, MODE_LEARNED = 0, 1, 2
 LENGTH_ONLY = (MODE_CALIBRATED, MODE_LEARNED)  # entries are just the coded length
 ENTRY = {MODE_CALIBRATED: struct.Struct("!H"), MODE_FRAME: struct.Struct("!HffBB"), MODE_LEARNED: struct.Struct("!H")}
@@ -155,6 +161,7 @@ class Header:
     row_count: int = 0
     end: bool = False
     inter: bool = False  # a P-frame (flag bit 2)
+    ref_age: int = 0  # a P-frame's reference: the receiver's state after frame frame_index - 1 - ref_age (bits 3..7)
 
     @property
     def geometry(self) -> tuple[int, int, int]:
@@ -190,6 +197,9 @@ def pack(header: Header, entries: list[Entry], key: bytes | None = None) -> byte
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} B exceeds {MAX_PAYLOAD} B")
     flags = (FLAG_HMAC if key else 0) | (FLAG_END if header.end else 0) | (FLAG_INTER if header.inter else 0)
+    if not 0 <= header.ref_age <= MAX_REF_AGE or (header.ref_age and not header.inter):
+        raise ValueError(f"reference age {header.ref_age}: 0..{MAX_REF_AGE}, and only for a P-frame")
+    flags |= header.ref_age << REF_AGE_SHIFT
     fields = (MAGIC, VERSION, flags, header.stream_id, header.frame_index, header.capture_us,
               header.packet_index, header.packet_count, header.fingerprint, header.channels,
               header.height, header.width, header.bits, header.quant_mode, header.quality, header.channel_start,
@@ -245,7 +255,9 @@ def parse(data: bytes, key: bytes | None = None) -> Packet:
      c_start, c_count, r_start, r_count, p_len, crc) = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise PacketError("magic", f"not an LRAE-VC packet (magic {magic!r})")
-    if flags & ~(FLAG_HMAC | FLAG_END | FLAG_INTER):
+    ref_age = flags >> REF_AGE_SHIFT
+    known = FLAG_HMAC | FLAG_END | FLAG_INTER | MAX_REF_AGE << REF_AGE_SHIFT
+    if flags & ~known or (ref_age and not flags & FLAG_INTER):
         raise PacketError("fields", f"unknown flag bits 0x{flags:02x}")
     tagged = bool(flags & FLAG_HMAC)
     expected = HEADER_SIZE + p_len + (TAG_SIZE if tagged else 0)
@@ -258,7 +270,7 @@ def parse(data: bytes, key: bytes | None = None) -> Packet:
     _check_tag(data, HEADER_SIZE + p_len, tagged, key)
     end = bool(flags & FLAG_END)
     header = Header(stream_id, frame, capture, p_index, p_count, fp, c, h, w, bits, mode, quality,
-                    c_start, c_count, r_start, r_count, end, bool(flags & FLAG_INTER))
+                    c_start, c_count, r_start, r_count, end, bool(flags & FLAG_INTER), ref_age)
     _check_fields(header, p_len)
     if end:
         return Packet(header, (), n)

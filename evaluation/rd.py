@@ -55,7 +55,7 @@ def rd_points(model, ckpt: dict | None, frames: torch.Tensor, bits: list[int], b
         jobs.append((OURS, params, lambda c=c, q=q: OurCodec(frame_model(model), c, frames, quality=q).run(clean)))
         if is_inter(model):
             jobs.append((methods.OURS_P.name, params, lambda c=c, q=q: OurInterCodec(
-                model, c, frames, q, opts.gop, opts.feedback, opts.feedback_delay).clean))
+                model, c, frames, q, opts.gop, opts.feedback, opts.feedback_delay, opts.reference).clean))
     for m in (methods.METHODS[b] for b in baselines):
         jobs += [(m.name, {m.sweep_key: s}, lambda m=m, s=s: from_baseline(make_baseline(m.name, reference, setting=s)(
             clean))) for s in m.sweep]

@@ -300,11 +300,11 @@ class OurInterCodec:
     policy = "inter"
 
     def __init__(self, model, codec, frames: torch.Tensor, quality: int = 0, gop: int = 0, feedback: bool = True,
-                 feedback_delay: int = 1):
+                 feedback_delay: int = 1, reference: str = "auto"):
         if feedback_delay < 0:
             raise ValueError(f"feedback delay must be >= 0 frames, got {feedback_delay}")
         self.model, self.codec, self.frames, self.quality = model, codec, frames, quality
-        self.gop, self.feedback, self.delay = gop, feedback, feedback_delay
+        self.gop, self.feedback, self.delay, self.reference = gop, feedback, feedback_delay, reference
         self.geometry = tuple(model.latent_shape(frames.shape[-2], frames.shape[-1]))
         self.clean = self.run(torch.ones(len(frames), DRAW_SLOTS))  # nothing lost: bytes, packets, RD point
         self.nbytes, self.counts, self.encode_ms = self.clean.nbytes, self.clean.packets, self.clean.encode_ms
@@ -316,7 +316,8 @@ class OurInterCodec:
     @torch.no_grad()
     def run(self, draws: torch.Tensor, policy: str = "inter") -> Shown:
         """Code, deliver (frame f's packets where draws[f, :k_f] is 1), decode, feed back, frame by frame."""
-        encoder = InterEncoder(self.model, self.codec, self.geometry, gop=self.gop, feedback=self.feedback)
+        encoder = InterEncoder(self.model, self.codec, self.geometry, gop=self.gop, feedback=self.feedback,
+                               reference=self.reference)
         player = InterPlayer(self.model)
         shown, fresh, nbytes, counts, masks, types, pending = [], [], [], [], [], [], []
         enc_s = dec_s = 0.0
@@ -330,7 +331,7 @@ class OurInterCodec:
             t0 = time.perf_counter()
             asm = decode_frame(got, self.codec, self.geometry)
             z, mask = asm.result()
-            out = player.show(z, mask, asm.inter, asm.quality)
+            out = player.show(z, mask, asm.inter, asm.quality, index=f, ref_age=asm.ref_age)
             dec_s += time.perf_counter() - t0
             if self.feedback:
                 pending.append((f + 1 + self.delay, f, mask))
@@ -342,7 +343,8 @@ class OurInterCodec:
             types.append(inter)
         n = max(len(self.frames), 1)
         params = {"quality": self.quality, "fill": self.policy, "gop": self.gop,
-                  "feedback_delay": self.delay if self.feedback else None, "p_frames": int(sum(types))}
+                  "feedback_delay": self.delay if self.feedback else None, "p_frames": int(sum(types)),
+                  "reference": self.reference if self.feedback else "latest"}
         return Shown(method_name(self.policy), as_frames(torch.cat(shown)), np.array(fresh), np.array(nbytes),
                      np.array(counts), 1000.0 * enc_s / n, 1000.0 * dec_s / n, params, None, torch.stack(masks))
 
@@ -442,6 +444,7 @@ class InterOptions:
     gop: int = 0
     feedback: bool = True
     feedback_delay: int = 1
+    reference: str = "auto"  # what P-frames are coded against (playback.inter.InterEncoder)
 
 
 def is_inter(model) -> bool:
@@ -457,7 +460,7 @@ def our_runs(model, codec, frames: torch.Tensor, temporal=None, quality: int = 0
     if is_inter(model):
         opts = inter or InterOptions()
         runs[OurInterCodec.policy] = OurInterCodec(model, codec, frames, quality, opts.gop, opts.feedback,
-                                                   opts.feedback_delay)
+                                                   opts.feedback_delay, opts.reference)
     return runs
 
 

@@ -87,7 +87,8 @@ class InterState:
     playback/inter.py). Every inter codec (registered kind ``inter``) implements
 
         initial_state(geometry) -> InterState           # before the first frame: mid-grey
-        play(state, z, mask, inter, quality) -> InterState   # a frame of which some channel arrived
+        play(state, z, mask, inter, quality, reference=None) -> InterState   # some channel arrived; a
+                                                        # P-frame coded against an older state: ``reference``
         encode_inter(x, state, quality) -> y            # a P-frame's symbols before rounding
 
     ``shown``: the last frame shown (1,3,H,W), 8-bit exact (``as_shown``): ``frame`` if the codec decoded it,

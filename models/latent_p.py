@@ -106,13 +106,20 @@ class LRAE_RD_P(nn.Module):  # noqa: N801 - the project's naming
         return self.residual(self.intra.encode(x, quality), self.predict(state.latent, state.level, quality))
 
     @torch.no_grad()
-    def play(self, state: InterState, z: torch.Tensor, mask: torch.Tensor, inter: bool, quality: int) -> InterState:
+    def play(self, state: InterState, z: torch.Tensor, mask: torch.Tensor, inter: bool, quality: int,
+             reference: InterState | None = None) -> InterState:
         """The state after a frame of which some channel arrived: z (1,C,h,w) its symbols as received (lost
-        channels zero), mask (1,C) 1 = received; an I-frame's symbols replace, a P-frame's add to, the
-        prediction in the channels that arrived."""
-        prediction = self.predict(state.latent, state.level, quality)
+        channels zero), mask (1,C) 1 = received; an I-frame's symbols replace, a P-frame's add to the
+        prediction from ``reference`` (the state it was coded against; default ``state``, the last), in the
+        channels that arrived; the others keep their value in ``state``."""
+        keep = self.predict(state.latent, state.level, quality)
         got = mask[:, :, None, None] > 0.5
-        latent = torch.where(got, prediction + z if inter else z, prediction)
+        if inter:
+            ref = state if reference is None else reference
+            sent = self.predict(ref.latent, ref.level, quality) + z
+        else:
+            sent = z
+        latent = torch.where(got, sent, keep)
         seen = torch.maximum(state.seen, (mask > 0.5).float())
         return InterState(None, latent, int(quality), seen, partial(self.render, latent, seen, quality))
 

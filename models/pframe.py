@@ -121,10 +121,13 @@ class LRAE_VC_P(QualityLevels, nn.Module):  # noqa: N801 - the project's naming
         return self.encode(x, state.shown, quality)
 
     @torch.no_grad()
-    def play(self, state: InterState, z: torch.Tensor, mask: torch.Tensor, inter: bool, quality: int) -> InterState:
-        """The frame after one of which some channel arrived: a P-frame decoded against the last frame
-        shown, an I-frame by the intra codec (both with zero fill; the decoders see the mask)."""
-        x_hat = self.decode(z, state.shown, mask, quality) if inter else self.intra.decode(z, mask, quality)
+    def play(self, state: InterState, z: torch.Tensor, mask: torch.Tensor, inter: bool, quality: int,
+             reference: InterState | None = None) -> InterState:
+        """The frame after one of which some channel arrived: a P-frame decoded against the frame of
+        ``reference`` (the state it was coded against; default ``state``, the last frame shown), an I-frame
+        by the intra codec (both with zero fill; the decoders see the mask)."""
+        ref = (state if reference is None else reference).shown
+        x_hat = self.decode(z, ref, mask, quality) if inter else self.intra.decode(z, mask, quality)
         return InterState(as_shown(x_hat))
 
     def encode(self, x: torch.Tensor, ref: torch.Tensor, quality=None) -> torch.Tensor:

@@ -54,7 +54,7 @@ def play(model, codec, clip, loss: str, delay: int = 1, feedback: bool = True, g
         kept = [p for p, ok in zip(packets, emulator.pattern(t, len(packets))) if ok]
         asm = decode_frame(kept, codec, geometry)
         z, mask = asm.result()
-        shown.append(player.show(z, mask, asm.inter, asm.quality).x_hat)
+        shown.append(player.show(z, mask, asm.inter, asm.quality, index=t, ref_age=asm.ref_age).x_hat)
         types.append(inter)
         if feedback and not feedback_lost(t):
             pending.append((t + 1 + delay, t, mask))
@@ -144,7 +144,7 @@ def test_evaluate_runs_the_ip_stream_beside_its_intra_codec(stream, tmp_path):
     assert {"ours", "ours+copy", "ours-p", "jpeg"} <= {m for m, _ in rows}
     p_row = rows["ours-p", "random:0.2"]
     assert p_row["params"]["p_frames"] == 4 and p_row["params"]["feedback_delay"] == 1, "I P P P I P"
-    assert payload["config"]["inter"] == {"gop": 4, "feedback": True, "feedback_delay": 1}
+    assert payload["config"]["inter"] == {"gop": 4, "feedback": True, "feedback_delay": 1, "reference": "auto"}
     assert {p["method"] for p in payload["rd"]} >= {"ours", "ours-p"}
     assert len([p for p in payload["rd"] if p["method"] == "ours-p"]) == model.levels
     assert any(b["method"] == "ours-p" and b["anchor"] == "ours" for b in payload["bd_rate_clean"])

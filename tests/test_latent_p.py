@@ -172,3 +172,59 @@ def test_level_switches_keep_the_state_bounded_when_the_tables_clamp_the_residua
     latent = encoder.mirror.state().latent
     y = torch.round(model.intra.encode(frames[-1:], 2))
     assert float(latent.abs().max()) <= 2 * float(y.abs().max()) + 8
+
+
+def stream_states(model, codec, frames, reference: str, loss: str = "random:0.2", delay: int = 1):
+    """Sender (InterEncoder) and receiver (InterPlayer) frame by frame, feedback ``delay`` frames late; returns
+    per frame (received mask, the receiver's latent, its reference age) and the encoder."""
+    from codec.packetize import decode_frame
+    from network.loss import LossEmulator
+    from playback.inter import InterEncoder
+
+    encoder = InterEncoder(model, codec, GEOMETRY, reference=reference)
+    player, emulator, pending, out = InterPlayer(model), LossEmulator(loss, seed=5), [], []
+    for t in range(len(frames)):
+        while pending and pending[0][0] <= t:
+            encoder.ack(*pending.pop(0)[1:])
+        packets, _ = encoder.encode(frames[t:t + 1], t, quality=2)
+        kept = [p for p, ok in zip(packets, emulator.pattern(t, len(packets))) if ok]
+        asm = decode_frame(kept, codec, GEOMETRY)
+        z, mask = asm.result()
+        player.show(z, mask, asm.inter, asm.quality, index=t, ref_age=asm.ref_age)
+        out.append((mask, player.state.latent.clone(), asm.ref_age))
+        pending.append((t + 1 + delay, t, mask))
+    for _, index, mask in pending:  # the last reports arrive after the stream
+        encoder.ack(index, mask)
+    return out, encoder, player
+
+
+@torch.no_grad()
+def test_coding_against_the_acknowledged_state_makes_every_received_channel_exact():
+    """With feedback one frame late, a P-frame coded against the mirror's last state (latest) is wrong in a
+    channel lost in the frame before (the receiver adds the residual to a value the sender thought had
+    changed); coded against the newest acknowledged state (acked, age 1) every channel that arrives is the
+    intra codec's latent exactly. Both keep the sender's mirror equal to the receiver."""
+    from codec.packetize import codec_from_checkpoint
+    from models.rd_tables import learned_codec
+
+    torch.manual_seed(0)
+    model = build_model("LRAE_RD_P", **TINY).eval()
+    model.intra.log_gain.add_(3.0)
+    codec = codec_from_checkpoint(model, {"extra": {"codec": learned_codec(model.intra),
+                                                    "p_codec": learned_codec(model)}})
+    frames = clip(24)
+    target = torch.round(model.intra.encode(frames, 2))
+    off = {}
+    for reference in ("latest", "acked"):
+        out, encoder, player = stream_states(model, codec, frames, reference)
+        assert torch.equal(encoder.mirror.state().latent, player.state.latent)
+        wrong = 0
+        for t, (mask, latent, _) in enumerate(out):
+            if t < 2:  # frame 1 is coded before any feedback: against the last state under either policy
+                continue
+            got = mask[0] > 0.5
+            wrong += int((latent[0, got] != target[t, got]).any(dim=(1, 2)).sum())
+        off[reference] = wrong
+        ages = [age for _, _, age in out[2:]]
+        assert set(ages) <= ({0} if reference == "latest" else {1}), ages
+    assert off["acked"] == 0 and off["latest"] > 0, off

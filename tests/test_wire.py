@@ -2,6 +2,7 @@
 
 import random
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -110,7 +111,7 @@ def header(**kw):
 def test_header_layout_is_53_bytes_big_endian():
     assert wire.HEADER_SIZE == 53 and wire.HEADER.format.startswith("!")
     p = wire.pack(header(), [wire.Entry(2, b"xyz", -1.0, 2.0, 5, 3)])
-    assert p[:4] == b"LRVC" and p[4] == 3
+    assert p[:4] == b"LRVC" and p[4] == 4
     assert struct.unpack("!I", p[10:14])[0] == 3  # frame index, network order
     assert p[37] == 1 and p[38] == 0 and struct.unpack("!HH", p[39:43]) == (2, 1)  # mode, quality, channels
     learned = wire.pack(header(quant_mode=wire.MODE_LEARNED, quality=5), [wire.Entry(2, b"xyz")])
@@ -145,6 +146,23 @@ def test_p_frame_flag_round_trips_and_needs_learned_tables():
     assert e.value.reason == "fields"
 
 
+def test_reference_age_round_trips_in_the_flags_and_only_for_p_frames():
+    for age in (0, 1, 7, wire.MAX_REF_AGE):
+        hd = header(quant_mode=wire.MODE_LEARNED, bits=8, quality=1, inter=True, ref_age=age)
+        packet = wire.pack(hd, [wire.Entry(2, b"ab")])
+        assert packet[5] >> 3 == age and wire.parse(packet).header == hd
+    for bad in (header(quant_mode=wire.MODE_LEARNED, bits=8, ref_age=1),  # an I-frame has no reference
+                header(quant_mode=wire.MODE_LEARNED, bits=8, inter=True, ref_age=wire.MAX_REF_AGE + 1)):
+        with pytest.raises(ValueError, match="reference age"):
+            wire.pack(bad, [wire.Entry(2, b"ab")])
+    i_frame = bytearray(wire.pack(header(quant_mode=wire.MODE_LEARNED, bits=8), [wire.Entry(2, b"ab")]))
+    i_frame[5] |= 2 << 3  # forged: an I-frame with an age (the CRC covers the flags; recompute it)
+    i_frame[49:53] = struct.pack("!I", zlib.crc32(bytes(i_frame[53:]), zlib.crc32(bytes(i_frame[:49]))))
+    with pytest.raises(wire.PacketError, match="unknown flag bits") as e:
+        wire.parse(bytes(i_frame))
+    assert e.value.reason == "fields"
+
+
 def test_unknown_version_and_hmac():
     p = bytearray(wire.pack(header(), [wire.Entry(2, b"ab", 0.0, 1.0, 0, 0)]))
     p[4] = 9
@@ -153,14 +171,15 @@ def test_unknown_version_and_hmac():
     assert e.value.reason == "version"
     p[4] = 1  # a version-1 sender: refused with what to do, whatever its (shorter) length
     for data in (bytes(p), bytes(p[:52])):
-        with pytest.raises(wire.PacketError, match="wire version 1 packet: this receiver speaks version 3; "
+        with pytest.raises(wire.PacketError, match="wire version 1 packet: this receiver speaks version 4; "
                                                    "update the sender") as e:
             wire.parse(data)
         assert e.value.reason == "version"
-    p[4] = 2  # version 2: this layout without the P-frame flag
-    with pytest.raises(wire.PacketError, match="wire version 2 packet: this receiver speaks version 3") as e:
-        wire.parse(bytes(p))
-    assert e.value.reason == "version"
+    for old in (2, 3):  # this layout without the P-frame flag (2), without the reference age (3)
+        p[4] = old
+        with pytest.raises(wire.PacketError, match=f"wire version {old} packet: this receiver speaks version 4") as e:
+            wire.parse(bytes(p))
+        assert e.value.reason == "version"
     signed = wire.pack(header(), [wire.Entry(2, b"ab", 0.0, 1.0, 0, 0)], key=b"secret")
     assert wire.parse(signed, key=b"secret").header == header()
     for key, pkt in [(b"wrong", signed), (None, signed), (b"secret", wire.pack(header(), []))]:
