@@ -32,9 +32,10 @@ bucket whose fullness (bytes sent beyond the budget so far) is paid back over th
 controller on the coded size with the levels as actuator (codec/rate.py). The first frame is coded at
 every level once to learn the sizes of the levels.
 
-I/P streams (an inter codec, kind "inter", models/pframe.py): each frame is an I-frame (the intra codec)
-or a P-frame coded against the sender's mirror of the frame the receiver showed last
-(playback.inter.InterEncoder). The receiver reports the channels it decoded for each frame (feedback
+I/P streams (an inter codec, kind "inter", models/latent_p.py, models/pframe.py): each frame is an
+I-frame (the intra codec) or a P-frame coded against the sender's mirror of the receiver's state
+(playback.inter.InterEncoder): its last one, or with ``--reference acked`` (``auto``, the default: once
+the feedback reported a loss) the newest one the feedback confirmed, whose age the packets carry. The receiver reports the channels it decoded for each frame (feedback
 packets, codec/wire.py); the sender reads them without blocking before each frame and hands them to the
 mirror, so its reference is the receiver's again within one round trip. Bad or foreign feedback is
 counted and ignored. ``--gop N``: an I-frame every N frames (0: only the first, and whenever the feedback
@@ -165,7 +166,8 @@ def stream(args) -> dict:
     else:
         with torch.no_grad():
             packetize_latent(encode_latent(model, blank, codec, fixed)[0], 0, codec, quality=fixed)
-    encoder = InterEncoder(model, codec, geometry, args.gop, args.feedback, reference=args.reference) if inter else None
+    encoder = (InterEncoder(model, codec, geometry, args.gop, args.feedback, reference=args.reference)
+               if inter else None)
     reader = FeedbackReader(stream_id, geometry[0], key, DropLog(log).note) if inter else None
     frames = iter(frames)  # the first frame (and the rate ladder) is ready before the receiver's slot is taken
     first = next(frames, None)
