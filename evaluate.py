@@ -126,7 +126,7 @@ def parse_args(argv):
                    help="ours-p without feedback: the sender assumes everything arrives, only I-frames resync")
     p.add_argument("--reference", choices=REFERENCES, default="auto",
                    help="what ours-p's P-frames are coded against: the sender's last state (latest), the newest one "
-                        "the feedback confirmed (acked), or acked once the feedback reported a loss (auto)")
+                        "the feedback confirmed (acked), or acked while 8 %% of the channels are lost or more (auto)")
     p.add_argument("--strip-rate", type=float, default=0.3, help="loss rate of strip.png (nearest evaluated)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the synthetic data and the loss draws")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")

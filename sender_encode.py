@@ -34,16 +34,16 @@ every level once to learn the sizes of the levels.
 
 I/P streams (an inter codec, kind "inter", models/latent_p.py, models/pframe.py): each frame is an
 I-frame (the intra codec) or a P-frame coded against the sender's mirror of the receiver's state
-(playback.inter.InterEncoder): its last one, or with ``--reference acked`` (``auto``, the default: once
-the feedback reported a loss) the newest one the feedback confirmed, whose age the packets carry. The
-receiver reports the channels it decoded for each frame (feedback packets, codec/wire.py); the sender
-reads them without blocking before each frame and hands them to the mirror, so its reference is the
-receiver's again within one round trip. Bad or foreign feedback is counted and ignored. ``--gop N``: an
-I-frame every N frames (0: only the first, and whenever the feedback has been missing for too long to
-mirror the receiver); ``--no-feedback``: ignore feedback (the mirror assumes every packet arrives; only
-I-frames bound the drift). With rate control the first frame's levels are measured as I-frames. The
-summary adds ``p_frames``, ``feedback_received``, ``feedback_dropped`` (by reason),
-``feedback_latest_frame`` and ``mirror_sha256`` (the sender's final reference as 8-bit RGB; the
+(playback.inter.InterEncoder): its last one, or with ``--reference acked`` (``auto``, the default: while
+the feedback reports 8 % of the channels lost or more) the newest one the feedback confirmed, whose age
+the packets carry. The receiver reports the channels it decoded for each frame (feedback packets,
+codec/wire.py); the sender reads them without blocking before each frame and hands them to the mirror, so
+its reference is the receiver's again within one round trip. Bad or foreign feedback is counted and
+ignored. ``--gop N``: an I-frame every N frames (0: only the first, and whenever the feedback has been
+missing for too long to mirror the receiver); ``--no-feedback``: ignore feedback (the mirror assumes
+every packet arrives; only I-frames bound the drift). With rate control the first frame's levels are
+measured as I-frames. The summary adds ``p_frames``, ``feedback_received``, ``feedback_dropped`` (by
+reason), ``feedback_latest_frame`` and ``mirror_sha256`` (the sender's final reference as 8-bit RGB; the
 receiver's ``last_frame_sha256`` equals it when both ended in step). After the end packet the sender
 applies the feedback that arrives before the receiver's ``E`` (TCP) or, over UDP, waits up to
 ``--feedback-wait`` s for the report on the last frame (only if feedback came during the stream).
@@ -112,7 +112,7 @@ def parse_args(argv):
                    help="inter codec: apply the receiver's feedback to the mirror (--no-feedback: ignore it)")
     p.add_argument("--reference", choices=REFERENCES, default="auto",
                    help="inter codec: code P-frames against the mirror's last state (latest), the newest state the "
-                        "feedback confirmed (acked), or acked once the feedback reported a loss (auto)")
+                        "feedback confirmed (acked), or acked while 8 %% of the channels are lost or more (auto)")
     p.add_argument("--feedback-wait", type=non_negative(), default=2.0,
                    help="inter codec over UDP: after the end, wait this long (s) for the last frame's feedback")
     p.add_argument("--max-frames", type=int_in(1), default=None, help="stop after this many frames")

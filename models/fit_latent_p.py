@@ -13,14 +13,18 @@ import argparse
 import json
 import sys
 
+import numpy as np
 import torch
 
+from codec.entropy import table_from_counts
+from codec.learned import pack_tables
 from data import FrameDataset, load_videos
 from models.latent_p import LRAE_RD_P
 from models.rd_tables import learned_codec
 from models.registry import build_model, load_model
 from utils.checkpoint import make_checkpoint, save_checkpoint
 
+MAX_HALF = 127  # a table holds at most 255 symbols (codec/learned.py)
 
 @torch.no_grad()
 def residuals(model: LRAE_RD_P, clips: list[torch.Tensor], level: int) -> torch.Tensor:
@@ -55,6 +59,27 @@ def fit_priors(model: LRAE_RD_P, clips: list[torch.Tensor], steps: int, lr: floa
             opt.step()
         bits.append(float(loss.detach()))
     return bits
+
+
+def residual_codec(model: LRAE_RD_P, intra_codec: dict, scale: int = 1 << 20) -> dict:
+    """The ``ckpt["extra"]["p_codec"]`` entry: per level and channel a range-coder table over the residuals
+    -h..h, h = the size of the intra codec's table for that channel (at most 127), so any change between
+    two values the intra codec can send - a catch-up after a loss, a scene cut - is sent whole rather than
+    clamped (a rare large residual costs up to 24 bits); the weights are the fitted prior's."""
+    sizes = intra_codec["learned_sizes"]
+    tables, offsets = [], []
+    for q, prior in enumerate(model.priors):
+        with torch.no_grad():
+            pmf = prior.pmf(-MAX_HALF, MAX_HALF).double().cpu().numpy()  # (C, 2 * MAX_HALF + 1)
+        row, offs = [], []
+        for c in range(model.latent_channels):
+            h = min(MAX_HALF, int(sizes[q, c]))
+            counts = np.rint(pmf[c, MAX_HALF - h:MAX_HALF + h + 1] * scale).astype(np.int64)
+            row.append(table_from_counts(counts))
+            offs.append(-h)
+        tables.append(row)
+        offsets.append(np.asarray(offs, dtype=np.int64))
+    return pack_tables(tables, offsets)
 
 
 def parse_args(argv):
@@ -95,7 +120,8 @@ def main(argv=None):
         clips.append(torch.stack([ds[t]["x"] for t in range(min(args.frames, len(ds)))]))
     torch.manual_seed(args.seed)
     bits = fit_priors(model, clips, args.steps, args.lr)
-    extra = {"codec": learned_codec(model.intra), "p_codec": learned_codec(model),
+    intra_codec = learned_codec(model.intra)
+    extra = {"codec": intra_codec, "p_codec": residual_codec(model, intra_codec),
              "fit": {"clips": [v.name for v in videos], "frames": sum(len(c) for c in clips),
                      "bits_per_symbol": bits, "args": json.dumps(vars(args))}}
     save_checkpoint(args.out, make_checkpoint(model, extra=extra))

@@ -31,7 +31,8 @@ round trip, it does not drift. Without feedback the sender assumes everything ar
 I-frames (``--gop``) bound the drift.
 
 **The reference of a P-frame** can also be an older state: the newest one the feedback confirmed
-(``InterEncoder(reference="acked")``; ``auto`` does so once a loss was reported). Its age travels in the
+(``InterEncoder(reference="acked")``; ``auto`` does so while the feedback reports 8 % of the channels lost
+or more). Its age travels in the
 packets (codec/wire.py); the receiver (:class:`InterPlayer`, given each frame's index and age) and the
 mirror keep the states of the last ``HISTORY`` frames. The model then predicts the channels that arrived
 from that state and keeps the others from the last one (``model.play(..., reference)``): every channel
@@ -59,6 +60,7 @@ from playback.conceal import ShownFrame
 
 HISTORY = 32  # states kept per side: a P-frame's reference age is 0..31 (codec/wire.py)
 REFERENCES = ("auto", "latest", "acked")
+AUTO_LOSS = 0.08  # "auto" codes against the acknowledged state from this share of channels lost (README)
 
 
 def next_frame(model, z: torch.Tensor, mask: torch.Tensor, inter: bool | None, quality: int | None,
@@ -158,7 +160,7 @@ class Mirror:
         self.base = model.initial_state(geometry)  # the state before the oldest frame kept
         self.frames: dict[int, Sent] = {}
         self.settled = States()  # final states of the frames dropped from ``frames`` (P-frames may refer to them)
-        self.losses: deque[bool] = deque(maxlen=HISTORY)  # acknowledged frames: did any channel go missing
+        self.losses: deque[float] = deque(maxlen=HISTORY)  # acknowledged frames: the share of channels lost
         self.next_index = 0
 
     def state(self):
@@ -199,8 +201,8 @@ class Mirror:
         if entry is None or entry.mask is not None:
             return  # already settled, or forgotten
         entry.mask = mask.detach().cpu().float().reshape(1, -1)
-        self.losses.append(not bool((entry.mask > 0.5).all()))
-        if self.losses[-1]:  # the optimistic decode was wrong: replay from here
+        self.losses.append(1.0 - float((entry.mask > 0.5).float().mean()))
+        if self.losses[-1] > 0:  # the optimistic decode was wrong: replay from here
             self._replay(index)
         if not entry.inter and bool((entry.mask > 0.5).any()):  # an I-frame that arrived: nothing after
             self._drop_before(index)  # it depends on earlier frames
@@ -244,7 +246,8 @@ class InterEncoder:
     under way taken as arrived: the fewest bits, but a channel lost in one of them leaves the receiver off
     until the catch-up after the feedback); ``acked``: the newest state the feedback confirmed (its age in
     the packets; more bits, since the change spans the round trip, and a received channel is always
-    exact); ``auto``: ``acked`` while the feedback of the last 32 frames reported a loss, else ``latest``."""
+    exact); ``auto``: ``acked`` while the feedback of the last 32 frames reported at least ``AUTO_LOSS`` of the
+    channels lost, else ``latest``."""
 
     def __init__(self, model, codec, geometry: tuple[int, int, int], gop: int = 0, feedback: bool = True,
                  window: int = 16, reference: str = "auto"):
@@ -263,7 +266,9 @@ class InterEncoder:
     def ref_age(self, index: int) -> int:
         """The reference age of P-frame ``index`` under the ``reference`` policy."""
         mirror = self.mirror
-        if not mirror.feedback or self.reference == "latest" or (self.reference == "auto" and not any(mirror.losses)):
+        if not mirror.feedback or self.reference == "latest":
+            return 0
+        if self.reference == "auto" and sum(mirror.losses) < AUTO_LOSS * max(len(mirror.losses), 1):
             return 0
         return mirror.acked_age(index)
 

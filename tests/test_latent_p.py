@@ -228,3 +228,24 @@ def test_coding_against_the_acknowledged_state_makes_every_received_channel_exac
         ages = [age for _, _, age in out[2:]]
         assert set(ages) <= ({0} if reference == "latest" else {1}), ages
     assert off["acked"] == 0 and off["latest"] > 0, off
+
+
+def test_residual_tables_span_every_change_the_intra_codec_can_send():
+    """A catch-up after a loss or a scene cut can move a channel across the intra codec's whole range: the
+    P tables reach that far (and the fitted prior still makes 0 the cheapest symbol)."""
+    from codec.learned import load_tables
+    from models.fit_latent_p import residual_codec
+    from models.rd_tables import learned_codec
+
+    torch.manual_seed(0)
+    model = build_model("LRAE_RD_P", **TINY).eval()
+    with torch.no_grad():
+        model.intra.log_gain.add_(3.0)
+    fit_priors(model, [clip(8)], steps=150, lr=0.05)
+    intra = learned_codec(model.intra)
+    tables = load_tables(residual_codec(model, intra), 8, 3)
+    for q in range(3):
+        for c in range(8):
+            h = min(127, int(intra["learned_sizes"][q, c]))
+            assert len(tables.tables[q][c]) == 2 * h + 1 and tables.offsets[q][c] == -h
+            assert int(tables.tables[q][c].argmax()) == h, "0 is the likeliest residual"
