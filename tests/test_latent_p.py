@@ -249,3 +249,20 @@ def test_residual_tables_span_every_change_the_intra_codec_can_send():
             h = min(127, int(intra["learned_sizes"][q, c]))
             assert len(tables.tables[q][c]) == 2 * h + 1 and tables.offsets[q][c] == -h
             assert int(tables.tables[q][c].argmax()) == h, "0 is the likeliest residual"
+
+
+@torch.no_grad()
+def test_auto_reference_switches_to_the_acknowledged_state_under_heavy_loss_only():
+    from codec.packetize import codec_from_checkpoint
+    from models.rd_tables import learned_codec
+
+    torch.manual_seed(0)
+    model = build_model("LRAE_RD_P", **TINY).eval()
+    codec = codec_from_checkpoint(model, {"extra": {"codec": learned_codec(model.intra),
+                                                    "p_codec": learned_codec(model)}})
+    frames = clip(12)
+    clean, _, _ = stream_states(model, codec, frames, "auto", loss="none")
+    lossy, encoder, player = stream_states(model, codec, frames, "auto", loss="random:0.3")
+    assert {age for _, _, age in clean} == {0}
+    assert [age for _, _, age in lossy[3:]] == [1] * 9, "30 % lost: against the state confirmed a frame ago"
+    assert torch.equal(encoder.mirror.reference(), player.last)
