@@ -11,7 +11,7 @@ frame the intra codec would have shown:
 - **Sender**: y = the intra codec's symbols of the frame before rounding; a P-frame carries the residual
   ``round(y - prediction)`` per channel (one packet per channel, as every frame), coded with this model's
   own factorized prior per level and channel (``priors``). With nothing lost the receiver's latent is then
-  exactly ``round(y)``, the intra codec's: a P-frame costs only the entropy of the change, and no
+  ``round(y)``, the intra codec's (within the dead zone, below): a P-frame costs only the entropy of the change, and no
   error accumulates from frame to frame (closed loop, as the sender codes against its mirror of the
   receiver, playback/inter.py).
 - **Dead zone** (``deadzone``, as H.264's inter quantiser's rounding offset): a change smaller than it
@@ -23,8 +23,9 @@ frame the intra codec would have shown:
   received as its mask. I-frames replace the channels that arrived and keep the others the same way.
 - **Under loss** the sender's mirror is optimistic until the receiver's feedback arrives; a lost residual
   leaves its channel one step behind for that round trip, and the next P-frame, coded against the
-  corrected mirror, carries the catch-up. Without feedback the offset stays until the next I-frame
-  (``--gop``).
+  corrected mirror, carries the catch-up. A P-frame may instead be coded against an older, acknowledged
+  state (``reference`` of ``play``; the packets carry its age): then every channel that arrives is exact.
+  Without feedback the offset stays until the next I-frame (``--gop``).
 
 Static regions cost almost nothing (their residual is 0); motion costs what the latent's change costs,
 which is still less than the latent (measured in checkpoints/MANIFEST.md). Training is fitting the priors
