@@ -46,6 +46,7 @@ from torch import nn
 
 from models.base import GREY, FrameCodec, InterState
 from models.prior import FactorizedPrior
+from models.rd import level_likelihood
 from models.registry import build_model, register_model
 
 
@@ -127,11 +128,7 @@ class LRAE_RD_P(nn.Module):  # noqa: N801 - the project's naming
     # ------------------------------------------------------------------ fitting the priors
     def likelihood(self, z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Probability of each residual symbol under its level's prior (z (B,C,h,w), q (B,))."""
-        out = torch.empty(z.shape, device=z.device, dtype=torch.float32)
-        for level in q.unique().tolist():
-            sel = q == level
-            out[sel] = self.priors[level].likelihood(z[sel])
-        return out
+        return level_likelihood(self.priors, z, q)
 
     def forward(self, x: torch.Tensor, prediction: torch.Tensor, quality) -> dict:
         """One P-frame with nothing lost: x (B,3,H,W), prediction (B,C,h,w) symbols of ``quality``."""

@@ -46,6 +46,15 @@ def default_lambdas(levels: int) -> tuple[float, ...]:
     return tuple(round(lo * (hi / lo) ** (i / (levels - 1)), 6) for i in range(levels))
 
 
+def level_likelihood(priors, y: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Probability of each value of y (B,C,...) under the prior of its sample's level q (B,): ``priors[q]``."""
+    out = torch.empty(y.shape, device=y.device, dtype=torch.float32)
+    for level in q.unique().tolist():
+        sel = q == level
+        out[sel] = priors[level].likelihood(y[sel])
+    return out
+
+
 class QualityLevels:
     """Quality levels for a model with a learned entropy model (mixed into an ``nn.Module``): per level a
     learned gain and inverse-gain vector over the latent channels and a factorized prior, and the lambda
@@ -99,11 +108,7 @@ class QualityLevels:
 
     def likelihood(self, y: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Probability of each (noisy or rounded) scaled latent value under its level's prior."""
-        out = torch.empty(y.shape, device=y.device, dtype=torch.float32)
-        for level in q.unique().tolist():
-            sel = q == level
-            out[sel] = self.priors[level].likelihood(y[sel])
-        return out
+        return level_likelihood(self.priors, y, q)
 
     def quantize(self, y: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled latent -> (symbols for the decoder: rounded, straight through; likelihoods for the rate:

@@ -31,12 +31,12 @@ round trip, it does not drift. Without feedback the sender assumes everything ar
 I-frames (``--gop``) bound the drift.
 
 **The reference of a P-frame** can also be an older state: the newest one the feedback confirmed
-(``InterEncoder(reference="acked")``; ``auto`` does so while the feedback reports 8 % of the channels lost
-or more). Its age travels in the
-packets (codec/wire.py); the receiver (:class:`InterPlayer`, given each frame's index and age) and the
-mirror keep the states of the last ``HISTORY`` frames. The model then predicts the channels that arrived
-from that state and keeps the others from the last one (``model.play(..., reference)``): every channel
-that arrives is exactly what the sender coded, at the price of coding the change over the round trip.
+(``InterEncoder(reference="acked")``; ``auto`` does so while the feedback reports 8 % of the channels
+lost or more). Its age travels in the packets (codec/wire.py); the receiver (:class:`InterPlayer`, given
+each frame's index and age) and the mirror keep the states of the last ``HISTORY`` frames. The model then
+predicts the channels that arrived from that state and keeps the others from the last one
+(``model.play(..., reference)``): every channel that arrives is exactly what the sender coded, at the
+price of coding the change over the round trip.
 
 A mask the sender never learns (feedback lost for longer than ``window`` frames) leaves it unable to
 mirror: ``needs_intra()`` says so, and the sender codes an I-frame, which does not depend on the past.
